@@ -1,0 +1,288 @@
+"""Configuration: one flat schema, YAML files, command-line overrides.
+
+Every setting of the project is declared once in ``SCHEMA`` with its type, default and help. A run's
+configuration is built in this order, later sources winning:
+
+    schema defaults  <  YAML file  <  ``--key value`` flags on the command line
+
+Unknown keys (in YAML or on the command line) and values of the wrong type are errors that name the
+key, and for unknown keys the nearest valid one.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that names the key (and the file) at fault."""
+
+
+@dataclass(frozen=True)
+class Option:
+    default: Any
+    type: type  # int, float, str or bool
+    help: str
+    choices: tuple | None = None
+    nullable: bool = False  # None (YAML ``null``, command-line ``none``) allowed
+
+
+def _o(default, typ, help, choices=None, nullable=False):
+    return Option(default, typ, help, tuple(choices) if choices else None, nullable)
+
+
+SCHEMA: dict[str, Option] = {
+    # ---- run ---------------------------------------------------------------------------------
+    "name": _o("main", str, "run name; the run folder is ckpt_dir/name"),
+    "ckpt_dir": _o("checkpoints", str, "parent folder of run folders"),
+    "resume": _o(None, str, "checkpoint to continue from", nullable=True),
+    "seed": _o(0, int, "random seed"),
+    "device": _o("auto", str, "auto, cpu, cuda or cuda:N"),
+    "amp": _o("none", str, "mixed precision: none or bf16 autocast", choices=["none", "bf16"]),
+    "channels_last": _o(True, bool, "use the channels_last memory format (faster convolutions)"),
+    "epochs": _o(30, int, "training epochs"),
+    "max_iters": _o(0, int, "stop after this many training iterations in total (0: no limit)"),
+    "time_limit_min": _o(0.0, float, "stop cleanly after this many minutes of training (0: no limit)"),
+    # ---- data --------------------------------------------------------------------------------
+    "data_root": _o("data", str, "folder holding all datasets"),
+    "dataset": _o("CASIA", str, "training data",
+                  choices=["CASIA", "LFW", "LFW_CROP", "FFHQ", "folder", "synthetic"]),
+    "test_dataset": _o(None, str, "dataset for validation/test pages (default: same as dataset)",
+                       nullable=True, choices=["CASIA", "LFW", "LFW_CROP", "FFHQ", "folder", "synthetic"]),
+    "folder_images": _o("images", str, "folder dataset: image folder, relative to data_root"),
+    "folder_landmarks": _o("landmarks.txt", str, "folder dataset: landmark file in CASIA format"),
+    "synthetic_dir": _o("synthetic_faces", str, "synthetic dataset folder, relative to data_root"),
+    "synthetic_identities": _o(100, int, "identities drawn by the synthetic face generator"),
+    "synthetic_images_per_id": _o(20, int, "images per synthetic identity"),
+    "synthetic_seed": _o(0, int, "seed of the synthetic face generator"),
+    "img_size": _o(128, int, "side of the square image the generator sees"),
+    "batch_size": _o(48, int, "total batch over all GPUs (the paper: 12 per GPU x 4)"),
+    "workers": _o(4, int, "data loader worker processes per GPU"),
+    # ---- passwords ---------------------------------------------------------------------------
+    "passwd_length": _o(16, int, "password bits L (a multiple of 4)"),
+    "use_minus_one": _o("half", str, "bit encoding: half (+-0.5), one_fourth (+-0.25), true (+-1)",
+                        choices=["half", "one_fourth", "true"]),
+    # ---- networks ----------------------------------------------------------------------------
+    "which_model_netG": _o("resnet_9blocks", str, "generator", choices=["resnet_9blocks", "resnet_6blocks", "unet_128"]),
+    "ngf": _o(64, int, "generator width"),
+    "norm": _o("batch", str, "normalisation of G, D and Q", choices=["batch", "instance"]),
+    "use_resize_conv": _o(True, bool, "upsample by nearest resize + conv instead of transposed conv"),
+    "use_dropout": _o(False, bool, "dropout in the generator"),
+    "which_model_netD": _o("multiscale_separated", str, "discriminator", choices=["multiscale_separated"]),
+    "ndf": _o(64, int, "discriminator and password-classifier width"),
+    "n_layers_D": _o(3, int, "layers of each PatchGAN"),
+    "gan_mode": _o("lsgan", str, "GAN objective", choices=["lsgan", "vanilla"]),
+    "init_type": _o("normal", str, "weight initialisation", choices=["normal", "xavier", "kaiming", "orthogonal"]),
+    "init_gain": _o(0.02, float, "scale of the initialisation"),
+    "pool_size": _o(500, int, "image history pool size per kind (0: no pool)"),
+    # ---- face recogniser ---------------------------------------------------------------------
+    "fr_pretrained": _o("pretrained_models/sphere20a_20171020.pth", str,
+                        "SphereFace-20a weights; empty string trains FR from scratch", nullable=True),
+    "fr_width": _o(1.0, float, "SphereFace channel multiplier (1.0 is the published network)"),
+    "fr_crop_height": _o(112, int, "height of the aligned face crop fed to FR"),
+    "fr_crop_width": _o(96, int, "width of the aligned face crop fed to FR"),
+    "fr_num_classes": _o(10574, int, "classes of FR's A-Softmax layer (10574: CASIA-WebFace)"),
+    "angle_margin": _o(4, int, "A-Softmax margin m"),
+    "angle_gamma": _o(0.0, float, "A-Softmax focusing parameter gamma"),
+    "angle_lambda_min": _o(5.0, float, "A-Softmax lambda floor"),
+    "angle_lambda_max": _o(1500.0, float, "A-Softmax lambda start"),
+    "feature_loss": _o("cos", str, "feature loss on FR embeddings", choices=["cos", "l2"]),
+    "feature_layer": _o(5, int, "FR layer of the feature loss (5: the fc5 embedding)", choices=[5]),
+    # ---- optimisation ------------------------------------------------------------------------
+    "lr": _o(1e-4, float, "base learning rate"),
+    "G_lr": _o(None, float, "generator learning rate (default lr)", nullable=True),
+    "Q_lr": _o(None, float, "password classifier learning rate (default lr)", nullable=True),
+    "D_lr": _o(None, float, "discriminator learning rate (default lr)", nullable=True),
+    "FR_lr": _o(None, float, "face recogniser learning rate (default lr/10; 0 freezes FR)", nullable=True),
+    "beta1": _o(0.5, float, "Adam beta1"),
+    "beta2": _o(0.999, float, "Adam beta2"),
+    "weight_decay": _o(0.0, float, "Adam weight decay"),
+    # ---- loss weights (names as in the paper's code) -----------------------------------------
+    "lambda_Feat": _o(2.0, float, "feature loss between two anonymizations M, M2"),
+    "lambda_WR_Feat": _o(1.0, float, "feature loss between two wrong recoveries WR1, WR2"),
+    "lambda_false_recon_diff": _o(1.0, float, "feature loss between anonymization M and wrong recovery WR1"),
+    "lambda_FR": _o(2.0, float, "face recognition (A-Softmax) terms"),
+    "lambda_FR_M": _o(1.0, float, "weight of M inside the FR terms"),
+    "lambda_FR_WR": _o(1.0, float, "weight of WR inside the FR terms"),
+    "lambda_dis": _o(1.0, float, "password classifier (L_aux)"),
+    "lambda_GAN": _o(1.0, float, "adversarial terms"),
+    "lambda_GAN_recon": _o(1.0, float, "weight of head R inside the adversarial terms"),
+    "lambda_GAN_M": _o(1.0, float, "weight of head M inside the adversarial terms"),
+    "lambda_GAN_WR": _o(1.0, float, "weight of head WR inside the adversarial terms"),
+    "lambda_L1": _o(10.0, float, "L1 between anonymization M and the input"),
+    "lambda_rand_recon_L1": _o(10.0, float, "L1 between wrong recovery WR1 and the input"),
+    "lambda_G_recon": _o(100.0, float, "L1 between recovery R and the input"),
+    # ---- logging and outputs -----------------------------------------------------------------
+    "print_freq": _o(50, int, "iterations between loss log lines"),
+    "ckpt_per_epoch": _o(4, int, "checkpoints per epoch (besides the one at each epoch end)"),
+    "keep_ckpts": _o(0, int, "keep only the newest N intermediate checkpoints (0: keep all)"),
+    "html_freq": _o(1000, int, "iterations between HTML result pages"),
+    "display_id": _o(1, int, "visdom window id base (0 turns visdom off)"),
+    "display_server": _o("http://localhost", str, "visdom server"),
+    "display_port": _o(8097, int, "visdom port"),
+    "display_env": _o("main", str, "visdom environment"),
+    "display_freq": _o(200, int, "iterations between visdom image grids"),
+    "display_autostart": _o(False, bool, "start a visdom server on loopback if none answers"),
+    "eval_batches": _o(0, int, "held-out batches measured at the end of training (0: all)"),
+}
+
+
+# ---- parsing helpers ------------------------------------------------------------------------
+
+def _nearest(key: str) -> str:
+    match = difflib.get_close_matches(key, SCHEMA.keys(), n=1, cutoff=0.0)
+    return match[0] if match else ""
+
+
+def _unknown(key: str, where: str) -> ConfigError:
+    return ConfigError(f"{where}: unknown config key '{key}' (did you mean '{_nearest(key)}'?)")
+
+
+def _check_type(key: str, value: Any, where: str) -> Any:
+    opt = SCHEMA[key]
+    if value is None:
+        if opt.nullable:
+            return None
+        raise ConfigError(f"{where}: key '{key}' may not be null (expected {opt.type.__name__})")
+    if opt.type is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: key '{key}' expects true or false, got {value!r}")
+    elif opt.type is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: key '{key}' expects an integer, got {value!r}")
+    elif opt.type is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: key '{key}' expects a number, got {value!r}")
+        value = float(value)
+    elif opt.type is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: key '{key}' expects a string, got {value!r}")
+    if opt.choices and value not in opt.choices:
+        raise ConfigError(f"{where}: key '{key}' must be one of {', '.join(map(str, opt.choices))}; "
+                          f"got {value!r}")
+    return value
+
+
+def _parse_flag_value(key: str, text: str) -> Any:
+    """Turn a command-line string into the key's type."""
+    opt = SCHEMA[key]
+    low = text.strip().lower()
+    if opt.nullable and low in ("none", "null", ""):
+        return None
+    try:
+        if opt.type is bool:
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if opt.type is int:
+            return int(text, 0)
+        if opt.type is float:
+            return float(text)
+        return text
+    except ValueError:
+        raise ConfigError(f"command line: --{key} expects {opt.type.__name__}, got {text!r}") from None
+
+
+def load_yaml(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of key: value, got {type(data).__name__}")
+    out = {}
+    for key, value in data.items():
+        if key not in SCHEMA:
+            raise _unknown(str(key), path)
+        out[key] = _check_type(key, value, path)
+    return out
+
+
+def parse_overrides(argv: Iterable[str]) -> dict:
+    """``--key value`` or ``--key=value`` pairs; a bare ``--flag`` of a bool key means true."""
+    argv = list(argv)
+    out, i = {}, 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"command line: expected --key value, got {arg!r}")
+        body = arg[2:]
+        if "=" in body:
+            key, text = body.split("=", 1)
+            i += 1
+        else:
+            key = body
+            if key in SCHEMA and SCHEMA[key].type is bool and (i + 1 >= len(argv) or argv[i + 1].startswith("--")):
+                text = "true"
+                i += 1
+            else:
+                if i + 1 >= len(argv):
+                    raise ConfigError(f"command line: --{key} needs a value")
+                text = argv[i + 1]
+                i += 2
+        key = key.replace("-", "_") if key.replace("-", "_") in SCHEMA else key
+        if key not in SCHEMA:
+            raise _unknown(key, "command line")
+        out[key] = _check_type(key, _parse_flag_value(key, text), "command line")
+    return out
+
+
+class Config(dict):
+    """A dict with attribute access, holding every key of SCHEMA."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key, value):
+        if key not in SCHEMA:
+            raise _unknown(key, "config")
+        self[key] = value
+
+
+def validate(cfg: Config) -> Config:
+    if cfg.passwd_length <= 0 or cfg.passwd_length % 4:
+        raise ConfigError(f"config: passwd_length must be a positive multiple of 4, got {cfg.passwd_length}")
+    if cfg.batch_size <= 0:
+        raise ConfigError(f"config: batch_size must be positive, got {cfg.batch_size}")
+    if cfg.img_size % 4:
+        raise ConfigError(f"config: img_size must be a multiple of 4, got {cfg.img_size}")
+    if cfg.which_model_netG == "unet_128" and cfg.img_size % 128:
+        raise ConfigError(f"config: unet_128 needs img_size a multiple of 128, got {cfg.img_size}")
+    if cfg.fr_crop_height % 16 or cfg.fr_crop_width % 16:
+        raise ConfigError("config: fr_crop_height and fr_crop_width must be multiples of 16, got "
+                          f"{cfg.fr_crop_height}x{cfg.fr_crop_width}")
+    for key in ("G_lr", "Q_lr", "D_lr", "FR_lr", "lr"):
+        if cfg[key] is not None and cfg[key] < 0:
+            raise ConfigError(f"config: {key} must not be negative, got {cfg[key]}")
+    return cfg
+
+
+def make_config(yaml_path: str | None = None, argv: Iterable[str] = (), **overrides) -> Config:
+    """Defaults, then the YAML file, then command-line flags, then keyword overrides (for code/tests)."""
+    cfg = Config({k: o.default for k, o in SCHEMA.items()})
+    if yaml_path:
+        cfg.update(load_yaml(yaml_path))
+    cfg.update(parse_overrides(argv))
+    for key, value in overrides.items():
+        if key not in SCHEMA:
+            raise _unknown(key, "config")
+        cfg[key] = _check_type(key, value, "config")
+    return validate(cfg)
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(dict(cfg), sort_keys=False)

@@ -1,0 +1,291 @@
+"""Generator G, discriminator D and password classifier Q of the paper, plus norms, init and GAN loss.
+
+Module layouts are chosen so that ``state_dict`` names and shapes equal the authors' published
+checkpoints (see shared/reference/original_state_dicts.txt): Sequential indices count the padding,
+activation and pooling layers exactly as the original networks do.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn import init
+
+
+# ---- normalisation ---------------------------------------------------------------------------
+
+class BatchNorm2dNoStats(nn.BatchNorm2d):
+    """BatchNorm with affine parameters and no running statistics (the paper's ``norm: batch``).
+
+    In training mode it normalises with the statistics of the batch, as the paper trains. In eval mode
+    there are no running statistics to fall back on, so each image is normalised with its own
+    statistics (instance normalisation with BatchNorm's affine parameters): an image's output then
+    never depends on the other images in its batch, and a face anonymized in one batch can be
+    recovered in another. The state dict holds only ``weight`` and ``bias``, as in the published files.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=True, track_running_stats=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+
+
+def norm_layer(kind: str):
+    if kind == "batch":
+        return BatchNorm2dNoStats
+    if kind == "instance":
+        return lambda c: nn.InstanceNorm2d(c, affine=False, track_running_stats=False)
+    raise ValueError(f"norm must be 'batch' or 'instance', got {kind!r}")
+
+
+def conv_bias(kind: str) -> bool:
+    """Convolutions followed by BatchNorm have no bias (BatchNorm's shift replaces it)."""
+    return kind != "batch"
+
+
+def init_weights(net: nn.Module, init_type: str = "normal", gain: float = 0.02) -> nn.Module:
+    """Conv/Linear weights ~ N(0, gain) (or xavier/kaiming/orthogonal), biases 0; BatchNorm weights
+    ~ N(1, gain), biases 0 -- the initialisation of the spec."""
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            if init_type == "normal":
+                init.normal_(m.weight, 0.0, gain)
+            elif init_type == "xavier":
+                init.xavier_normal_(m.weight, gain=gain)
+            elif init_type == "kaiming":
+                init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+            elif init_type == "orthogonal":
+                init.orthogonal_(m.weight, gain=gain)
+            else:
+                raise ValueError(f"unknown init_type {init_type!r}")
+            if m.bias is not None:
+                init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d) and m.weight is not None:
+            init.normal_(m.weight, 1.0, gain)
+            init.zeros_(m.bias)
+    return net
+
+
+def with_password(x: torch.Tensor, pw: torch.Tensor) -> torch.Tensor:
+    """Concatenate the (B, L) password vector, tiled over every pixel, to the (B, 3, H, W) image."""
+    if pw.dim() != 2 or pw.shape[0] != x.shape[0]:
+        raise ValueError(f"password vector must be (B, L) with B={x.shape[0]}, got {tuple(pw.shape)}")
+    tiled = pw.to(x.dtype)[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
+    return torch.cat([x, tiled], dim=1)
+
+
+# ---- generators -------------------------------------------------------------------------------
+
+def _upsample(c_in: int, c_out: int, norm: str, resize_conv: bool) -> list[nn.Module]:
+    """x2 upsampling: nearest resize + reflect-padded 3x3 conv (with bias), or a transposed conv."""
+    if resize_conv:
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+                nn.Conv2d(c_in, c_out, 3, bias=True), norm_layer(norm)(c_out), nn.ReLU(True)]
+    return [nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1, bias=conv_bias(norm)),
+            norm_layer(norm)(c_out), nn.ReLU(True)]
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, dim: int, norm: str, use_dropout: bool):
+        super().__init__()
+        bias = conv_bias(norm)
+        layers = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), norm_layer(norm)(dim), nn.ReLU(True)]
+        if use_dropout:
+            layers.append(nn.Dropout(0.5))
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), norm_layer(norm)(dim)]
+        self.conv_block = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return x + self.conv_block(x)
+
+
+class ResnetGenerator(nn.Module):
+    """The paper's G: c7s1-64, two stride-2 downsamplings, n residual blocks at 256, two upsamplings,
+    c7s1-3 and tanh. Input: image (3 channels) + password tiled (L channels)."""
+
+    def __init__(self, passwd_length: int, ngf: int = 64, n_blocks: int = 9, norm: str = "batch",
+                 use_dropout: bool = False, use_resize_conv: bool = True):
+        super().__init__()
+        self.passwd_length = passwd_length
+        bias = conv_bias(norm)
+        nl = norm_layer(norm)
+        layers = [nn.ReflectionPad2d(3), nn.Conv2d(3 + passwd_length, ngf, 7, bias=bias), nl(ngf), nn.ReLU(True)]
+        for i in range(2):
+            c = ngf * 2 ** i
+            layers += [nn.ReflectionPad2d(1), nn.Conv2d(c, c * 2, 3, stride=2, bias=bias), nl(c * 2), nn.ReLU(True)]
+        layers += [ResnetBlock(ngf * 4, norm, use_dropout) for _ in range(n_blocks)]
+        for i in range(2):
+            c = ngf * 2 ** (2 - i)
+            layers += _upsample(c, c // 2, norm, use_resize_conv)
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7, bias=True), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, pw: torch.Tensor) -> torch.Tensor:
+        return self.model(with_password(x, pw))
+
+
+class UnetBlock(nn.Module):
+    """One level of the pix2pix U-Net: down, the inner levels, up, and the skip concatenation."""
+
+    def __init__(self, outer: int, inner: int, norm: str, inner_block: nn.Module | None = None,
+                 in_ch: int | None = None, outermost: bool = False, use_dropout: bool = False,
+                 use_resize_conv: bool = True):
+        super().__init__()
+        self.outermost = outermost
+        bias = conv_bias(norm)
+        nl = norm_layer(norm)
+        in_ch = outer if in_ch is None else in_ch
+        up_in = inner if inner_block is None else inner * 2
+        down = nn.Conv2d(in_ch, inner, 4, stride=2, padding=1, bias=bias)
+
+        def up(c_out, with_bias):
+            if use_resize_conv:
+                return [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+                        nn.Conv2d(up_in, c_out, 3, bias=with_bias)]
+            return [nn.ConvTranspose2d(up_in, c_out, 4, stride=2, padding=1, bias=with_bias)]
+
+        if outermost:
+            layers = [down, inner_block, nn.ReLU(True), *up(outer, True), nn.Tanh()]
+        elif inner_block is None:  # innermost
+            layers = [nn.LeakyReLU(0.2, True), down, nn.ReLU(True), *up(outer, bias), nl(outer)]
+        else:
+            layers = [nn.LeakyReLU(0.2, True), down, nl(inner), inner_block, nn.ReLU(True), *up(outer, bias), nl(outer)]
+            if use_dropout:
+                layers.append(nn.Dropout(0.5))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x):
+        y = self.model(x)
+        return y if self.outermost else torch.cat([x, y], dim=1)
+
+
+class UnetGenerator(nn.Module):
+    """``unet_128``: the pix2pix U-Net with 7 downsamplings (128x128 -> 1x1), password tiled on input."""
+
+    def __init__(self, passwd_length: int, ngf: int = 64, num_downs: int = 7, norm: str = "batch",
+                 use_dropout: bool = False, use_resize_conv: bool = True):
+        super().__init__()
+        self.passwd_length = passwd_length
+        kw = dict(norm=norm, use_resize_conv=use_resize_conv)
+        block = UnetBlock(ngf * 8, ngf * 8, **kw)
+        for _ in range(num_downs - 5):
+            block = UnetBlock(ngf * 8, ngf * 8, inner_block=block, use_dropout=use_dropout, **kw)
+        block = UnetBlock(ngf * 4, ngf * 8, inner_block=block, **kw)
+        block = UnetBlock(ngf * 2, ngf * 4, inner_block=block, **kw)
+        block = UnetBlock(ngf, ngf * 2, inner_block=block, **kw)
+        self.model = UnetBlock(3, ngf, inner_block=block, in_ch=3 + passwd_length, outermost=True, **kw)
+
+    def forward(self, x: torch.Tensor, pw: torch.Tensor) -> torch.Tensor:
+        return self.model(with_password(x, pw))
+
+
+# ---- discriminator ----------------------------------------------------------------------------
+
+def patchgan(in_ch: int, ndf: int, n_layers: int, norm: str) -> nn.Sequential:
+    """PatchGAN (n_layers 3): C64 s2, C128 s2, C256 s2, C512 s1, C1 s1; 4x4 kernels, padding 1."""
+    bias = conv_bias(norm)
+    nl = norm_layer(norm)
+    layers = [nn.Conv2d(in_ch, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
+    nf = ndf
+    for _ in range(1, n_layers):
+        prev, nf = nf, min(nf * 2, 512)
+        layers += [nn.Conv2d(prev, nf, 4, stride=2, padding=1, bias=bias), nl(nf), nn.LeakyReLU(0.2, True)]
+    prev, nf = nf, min(nf * 2, 512)
+    layers += [nn.Conv2d(prev, nf, 4, stride=1, padding=1, bias=bias), nl(nf), nn.LeakyReLU(0.2, True),
+               nn.Conv2d(nf, 1, 4, stride=1, padding=1, bias=False)]
+    return nn.Sequential(*layers)
+
+
+class MultiscaleSeparatedDiscriminator(nn.Module):
+    """Full-resolution PatchGAN heads per kind of generated image (M, R, WR) and one half-resolution
+    PatchGAN (``FE``) shared by all three. ``D(x, name)`` -> [full-res map of head name, half-res map]."""
+
+    HEADS = ("M", "R", "WR")
+
+    def __init__(self, ndf: int = 64, n_layers: int = 3, norm: str = "batch"):
+        super().__init__()
+        self.FE = patchgan(3, ndf, n_layers, norm)
+        for name in self.HEADS:
+            setattr(self, "layer1_" + name, patchgan(3, ndf, n_layers, norm))
+        self.downsample = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor, name: str) -> list[torch.Tensor]:
+        if name not in self.HEADS:
+            raise ValueError(f"discriminator head must be one of {self.HEADS}, got {name!r}")
+        return [getattr(self, "layer1_" + name)(x), self.FE(self.downsample(x))]
+
+
+# ---- password classifier ------------------------------------------------------------------------
+
+class _QFrontEnd(nn.Module):
+    def __init__(self, ndf: int, norm: str):
+        super().__init__()
+        bias = conv_bias(norm)
+        nl = norm_layer(norm)
+        self.model = nn.Sequential(
+            nn.Conv2d(6, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(ndf, ndf * 2, 4, stride=2, padding=1, bias=bias), nl(ndf * 2), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(ndf * 2, ndf * 4, 4, stride=2, padding=1, bias=bias), nl(ndf * 4), nn.LeakyReLU(0.2, True))
+
+    def forward(self, x):
+        return self.model(x)
+
+
+class _QHeads(nn.Module):
+    def __init__(self, ndf: int, norm: str, n_digits: int):
+        super().__init__()
+        bias = conv_bias(norm)
+        nl = norm_layer(norm)
+        c = ndf * 8
+        # The original pools 2x2 -> 1x1 with AvgPool2d(2) at 128x128; the adaptive pool is the same there
+        # and also works at the smaller sizes of the smoke configuration.
+        self.model = nn.Sequential(
+            nn.Conv2d(ndf * 4, c, 4, stride=2, padding=1, bias=bias), nl(c), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(c, c, 4, stride=4, padding=0, bias=bias), nl(c), nn.LeakyReLU(0.2, True),
+            nn.AdaptiveAvgPool2d(1))
+        self.fc_list = nn.ModuleDict({f"fc_{i}": nn.Linear(c, 16) for i in range(n_digits)})
+
+    def forward(self, x):
+        h = self.model(x).flatten(1)
+        return torch.stack([fc(h) for fc in self.fc_list.values()], dim=1)
+
+
+class PasswordClassifier(nn.Module):
+    """Q: from a (source, output) pair, predict the password's L/4 hexadecimal digits.
+
+    Returns logits of shape (B, L/4, 16)."""
+
+    def __init__(self, passwd_length: int, ndf: int = 64, norm: str = "batch"):
+        super().__init__()
+        self.FE = _QFrontEnd(ndf, norm)
+        self.classifiers = _QHeads(ndf, norm, passwd_length // 4)
+
+    def forward(self, source: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        return self.classifiers(self.FE(torch.cat([source, output], dim=1)))
+
+
+# ---- GAN loss -----------------------------------------------------------------------------------
+
+class GANLoss(nn.Module):
+    """``lsgan``: mean squared error to 1 (real) / 0 (fake); ``vanilla``: BCE with logits. Summed over
+    the maps a discriminator returns (full and half resolution)."""
+
+    def __init__(self, mode: str = "lsgan"):
+        super().__init__()
+        if mode not in ("lsgan", "vanilla"):
+            raise ValueError(f"gan_mode must be lsgan or vanilla, got {mode!r}")
+        self.mode = mode
+
+    def forward(self, maps: list[torch.Tensor], real: bool) -> torch.Tensor:
+        total = 0.0
+        for m in maps:
+            m = m.float()
+            target = torch.full_like(m, 1.0 if real else 0.0)
+            if self.mode == "lsgan":
+                total = total + F.mse_loss(m, target)
+            else:
+                total = total + F.binary_cross_entropy_with_logits(m, target)
+        return total

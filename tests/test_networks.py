@@ -1,0 +1,114 @@
+"""Networks: published state-dict layout, batch-independent inference, other password lengths."""
+import os
+
+import pytest
+import torch
+
+from models import Networks, build_generator, build_password_classifier
+from models.networks import MultiscaleSeparatedDiscriminator
+from utils.config import make_config
+
+# A copy of shared/reference/original_state_dicts.txt: names and shapes of the authors' published files.
+REF = os.path.join(os.path.dirname(__file__), "data", "original_state_dicts.txt")
+
+
+def reference_shapes() -> dict:
+    out = {}
+    with open(REF) as f:
+        for line in f:
+            if line.startswith("#") or not line.strip():
+                continue
+            net, name, shape = line.split()
+            out.setdefault(net, {})[name] = tuple(int(s) for s in shape.split("x"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def paper_nets():
+    return Networks(make_config())
+
+
+@pytest.mark.parametrize("net", ["G", "D", "Q", "FR"])
+def test_state_dict_matches_published_checkpoints(paper_nets, net):
+    ref = reference_shapes()[net]
+    ours = {k: tuple(v.shape) for k, v in getattr(paper_nets, net).state_dict().items()}
+    assert sorted(ours) == sorted(ref), f"{net}: names differ: extra {set(ours) - set(ref)}, missing {set(ref) - set(ours)}"
+    assert ours == ref
+
+
+@pytest.mark.parametrize("net", ["G", "D", "Q", "FR"])
+def test_published_state_dict_loads_strictly(paper_nets, net):
+    g = torch.Generator().manual_seed(0)
+    fake_file = {k: torch.randn(s, generator=g) for k, s in reference_shapes()[net].items()}
+    module = getattr(paper_nets, net)
+    module.load_state_dict(fake_file, strict=True)
+    name, value = next(iter(fake_file.items()))
+    assert torch.equal(module.state_dict()[name], value)
+
+
+def test_generator_and_discriminator_shapes(paper_nets):
+    x = torch.rand(2, 3, 128, 128) * 2 - 1
+    pw = torch.rand(2, 16) - 0.5
+    with torch.no_grad():
+        paper_nets.eval()
+        y = paper_nets.G(x, pw)
+        assert y.shape == x.shape and y.abs().max() <= 1
+        full, half = paper_nets.D(x, "WR")
+        assert full.shape == (2, 1, 14, 14) and half.shape == (2, 1, 6, 6)
+        assert paper_nets.Q(x, y).shape == (2, 4, 16)
+        with pytest.raises(ValueError, match="head"):
+            paper_nets.D(x, "X")
+
+
+@pytest.mark.parametrize("norm", ["batch", "instance"])
+@pytest.mark.parametrize("kind", ["resnet_9blocks", "unet_128"])
+def test_inference_does_not_depend_on_the_batch(kind, norm):
+    torch.manual_seed(0)
+    G = build_generator(make_config(which_model_netG=kind, norm=norm, ngf=8)).eval()
+    x = torch.rand(5, 3, 128, 128) * 2 - 1
+    pw = (torch.randint(0, 2, (5, 16)) - 0.5).float()
+    with torch.no_grad():
+        together = G(x, pw)
+        for i in range(5):
+            alone = G(x[i:i + 1], pw[i:i + 1])
+            assert (alone - together[i:i + 1]).abs().max().item() < 1e-5
+        # and with other company
+        other = G(torch.cat([x[2:3], torch.zeros(3, 3, 128, 128)]), torch.cat([pw[2:3], pw[:3]]))
+        assert (other[0] - together[2]).abs().max().item() < 1e-5
+
+
+def test_training_mode_uses_batch_statistics():
+    """The paper trains with batch statistics; only inference is per image."""
+    torch.manual_seed(0)
+    G = build_generator(make_config(ngf=8)).train()
+    x = torch.rand(4, 3, 64, 64) * 2 - 1
+    pw = torch.zeros(4, 16)
+    with torch.no_grad():
+        assert (G(x, pw)[:1] - G(x[:1], pw[:1])).abs().max().item() > 1e-3
+
+
+@pytest.mark.parametrize("length", [32, 64])
+def test_other_password_lengths_build(length):
+    cfg = make_config(passwd_length=length, ngf=8, ndf=8)
+    G, Q = build_generator(cfg), build_password_classifier(cfg)
+    assert G.model[1].weight.shape[1] == 3 + length
+    x = torch.rand(2, 3, 64, 64)
+    assert Q(x, x).shape == (2, length // 4, 16)
+
+
+def test_resnet_without_resize_conv_uses_transposed_convolutions():
+    G = build_generator(make_config(use_resize_conv=False, ngf=8))
+    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in G.modules())
+    assert G(torch.zeros(1, 3, 32, 32), torch.zeros(1, 16)).shape == (1, 3, 32, 32)
+
+
+def test_initialisation_follows_the_spec():
+    torch.manual_seed(0)
+    D = MultiscaleSeparatedDiscriminator(64, 3, "batch")
+    from models.networks import init_weights
+    init_weights(D, "normal", 0.02)
+    w = D.layer1_M[5].weight
+    assert abs(w.mean().item()) < 2e-3 and abs(w.std().item() - 0.02) < 2e-3
+    bn = D.layer1_M[6]
+    assert abs(bn.weight.mean().item() - 1) < 1e-2 and abs(bn.weight.std().item() - 0.02) < 5e-3
+    assert torch.count_nonzero(bn.bias) == 0 and torch.count_nonzero(D.layer1_M[0].bias) == 0

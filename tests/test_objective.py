@@ -1,0 +1,158 @@
+"""The multi-task objective: the D and G phases against the spec, written out independently."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models import Networks
+from models.alignment import alignment_grid, warp_to_crop
+from models.objective import Objective
+from models.passwords import digits, draw_step_passwords, encode
+from models.sphereface import AngleLoss
+from utils.config import make_config
+
+LAMBDAS = dict(lambda_FR=1.7, lambda_FR_M=0.6, lambda_FR_WR=1.3, lambda_GAN=0.9, lambda_GAN_M=1.1,
+               lambda_GAN_recon=0.7, lambda_GAN_WR=1.4, lambda_dis=0.8, lambda_Feat=2.5, lambda_WR_Feat=0.3,
+               lambda_false_recon_diff=0.45, lambda_L1=3.0, lambda_rand_recon_L1=4.0, lambda_G_recon=50.0)
+TINY = dict(img_size=64, ngf=4, ndf=4, fr_width=0.125, fr_crop_height=32, fr_crop_width=32, fr_num_classes=7,
+            batch_size=3, channels_last=False, amp="none")
+
+
+def tiny_cfg(**kw):
+    return make_config(**{**TINY, **kw})
+
+
+def tiny_batch(B=3, size=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lm = torch.tensor([[-0.3, -0.15], [0.3, -0.15], [0.0, 0.1], [-0.22, 0.35], [0.22, 0.35]])
+    return {"image": torch.rand(B, 3, size, size, generator=g) * 2 - 1,
+            "label": torch.randint(0, 7, (B,), generator=g),
+            "landmarks": lm.expand(B, 5, 2).clone()}
+
+
+def mse_to(maps, target):
+    return sum(((m - target) ** 2).mean() for m in maps)
+
+
+def test_one_step_equals_the_spec_written_out(monkeypatch):
+    torch.manual_seed(0)
+    cfg = tiny_cfg(pool_size=0, **LAMBDAS)
+    nets = Networks(cfg)
+    before = copy.deepcopy(nets).train()
+    obj = Objective(cfg, nets, "cpu")
+    batch = tiny_batch()
+    pw = draw_step_passwords(3, 16, torch.Generator().manual_seed(3))
+    logs = obj.step(batch, pw)
+
+    I, y = batch["image"], batch["label"]
+    enc = lambda bits: encode(bits, "half")  # noqa: E731
+    G0, Q0, D0, FR0 = before.G, before.Q, before.D, before.FR
+    with torch.no_grad():
+        M, M2 = G0(I, enc(pw.p)), G0(I, enc(pw.p2))
+        R, WR1, WR2 = G0(M, enc(pw.inv)), G0(M, enc(pw.w1)), G0(M, enc(pw.w2))
+        grid = alignment_grid(batch["landmarks"], (64, 64), (32, 32))
+        crop = lambda x: warp_to_crop(x, grid)  # noqa: E731
+        angle = AngleLoss()
+        L = LAMBDAS
+
+        # D phase, with the networks as they were
+        ce = lambda FR, x: angle(FR(crop(x))[1], y)  # noqa: E731
+        ceM, ceR, ceWR, ceI = ce(FR0, M), ce(FR0, R), ce(FR0, WR1), ce(FR0, I)
+        d_fr = L["lambda_FR"] * 0.5 * (ceI + (L["lambda_FR_M"] * ceM - ceR + L["lambda_FR_WR"] * ceWR)
+                                       / (1 + L["lambda_FR_M"] + L["lambda_FR_WR"]))
+        wM, wR, wWR = L["lambda_GAN_M"], L["lambda_GAN_recon"], L["lambda_GAN_WR"]
+        fake = (wM * mse_to(D0(torch.cat([M, M2]), "M"), 0) + wR * mse_to(D0(R, "R"), 0)
+                + wWR * mse_to(D0(torch.cat([WR1, WR2]), "WR"), 0)) / (wM + wR + wWR)
+        real = (wM * mse_to(D0(I, "M"), 1) + wR * mse_to(D0(I, "R"), 1) + wWR * mse_to(D0(I, "WR"), 1)) / (wM + wR + wWR)
+        expected_D = d_fr + L["lambda_GAN"] * 0.5 * (fake + real)
+        assert logs["D"].item() == pytest.approx(expected_D.item(), rel=1e-4)
+        assert logs["D_FR_real"].item() == pytest.approx(ceI.item(), rel=1e-4)
+
+        # G phase: D and FR after their step, G and Q as they were
+        D1, FR1 = obj.nets.D, obj.nets.FR
+        g_gan = L["lambda_GAN"] * (wM * mse_to(D1(M, "M"), 1) + wR * mse_to(D1(R, "R"), 1)
+                                   + wWR * mse_to(D1(WR1, "WR"), 1)) / (wM + wR + wWR)
+        dis = 0
+        for src, out, bits in ((I, M, pw.p), (M, R, pw.inv), (M, WR1, pw.w1)):
+            logits = Q0(src, out)
+            target = digits(bits)
+            dis = dis + sum(F.cross_entropy(logits[:, d], target[:, d]) for d in range(4))
+        fM, lM = FR1(crop(M))
+        fR, lR = FR1(crop(R))
+        fWR1, lWR1 = FR1(crop(WR1))
+        fM2, fWR2 = FR1(crop(M2))[0], FR1(crop(WR2))[0]
+        gM, gR, gWR = angle(lM, y), angle(lR, y), angle(lWR1, y)
+        g_fr = (-L["lambda_FR_M"] * gM + gR - L["lambda_FR_WR"] * gWR) / (L["lambda_FR_M"] + 1 + L["lambda_FR_WR"])
+        relu_cos = lambda a, b: F.cosine_similarity(a, b).clamp_min(0).mean()  # noqa: E731
+        feat = (L["lambda_Feat"] * relu_cos(fM, fM2) + L["lambda_WR_Feat"] * relu_cos(fWR1, fWR2)
+                + L["lambda_false_recon_diff"] * relu_cos(fM, fWR1))
+        pix = (L["lambda_L1"] * (M - I).abs().mean() + L["lambda_rand_recon_L1"] * (WR1 - I).abs().mean()
+               + L["lambda_G_recon"] * (R - I).abs().mean())
+        expected_G = g_gan + L["lambda_dis"] * dis + L["lambda_FR"] * g_fr + feat + pix
+        assert logs["G"].item() == pytest.approx(expected_G.item(), rel=1e-4)
+        assert logs["dis"].item() == pytest.approx(dis.item(), rel=1e-4)
+        assert logs["recon"].item() == pytest.approx((R - I).abs().mean().item(), rel=1e-5)
+    assert obj.angle.it == 7  # four A-Softmax calls in the D phase, three in the G phase
+
+
+def snapshot(module):
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
+def changed(module, snap):
+    return {k: not torch.equal(v, snap[k]) for k, v in module.named_parameters()}
+
+
+@pytest.mark.parametrize("fr_lr", [None, 0.0])
+def test_each_phase_changes_exactly_its_parameters(fr_lr):
+    torch.manual_seed(0)
+    cfg = tiny_cfg(pool_size=2, FR_lr=fr_lr)
+    nets = Networks(cfg)
+    obj = Objective(cfg, nets, "cpu")
+    batch = tiny_batch()
+    real, label, grid = obj._prepare(batch)
+    pw = obj.draw_passwords(3)
+    fake = obj.generate(real, pw)
+    snaps = {n: snapshot(getattr(nets, n)) for n in ("G", "D", "Q", "FR")}
+    obj.d_phase(real, label, grid, fake)
+    c = {n: changed(getattr(nets, n), snaps[n]) for n in snaps}
+    assert all(c["D"].values())
+    assert all(c["FR"].values()) if fr_lr is None else not any(c["FR"].values())
+    assert not any(c["G"].values()) and not any(c["Q"].values())
+
+    snaps = {n: snapshot(getattr(nets, n)) for n in ("G", "D", "Q", "FR")}
+    obj.g_phase(real, label, grid, fake, pw)
+    c = {n: changed(getattr(nets, n), snaps[n]) for n in snaps}
+    assert all(c["G"].values()) and all(c["Q"].values())
+    assert not any(c["D"].values()) and not any(c["FR"].values())
+
+
+def test_learning_rates_per_network():
+    cfg = tiny_cfg(lr=2e-4, D_lr=5e-5)
+    obj = Objective(cfg, Networks(cfg), "cpu")
+    assert [g["lr"] for g in obj.opt_G.param_groups] == [2e-4, 2e-4]
+    assert [g["lr"] for g in obj.opt_D.param_groups] == [5e-5, 2e-5]  # FR_lr defaults to lr / 10
+    assert obj.opt_G.defaults["betas"] == (0.5, 0.999)
+    frozen = Objective(tiny_cfg(FR_lr=0.0), Networks(tiny_cfg()), "cpu")
+    assert len(frozen.opt_D.param_groups) == 1
+    assert not any(p.requires_grad for p in frozen.nets.FR.parameters())
+
+
+@pytest.mark.parametrize("length", [32, 64])
+def test_longer_passwords_train(length):
+    torch.manual_seed(0)
+    cfg = tiny_cfg(passwd_length=length)
+    obj = Objective(cfg, Networks(cfg), "cpu")
+    logs = obj.step(tiny_batch())
+    assert all(torch.isfinite(v) for v in logs.values())
+    assert obj.nets.Q.classifiers.fc_list["fc_%d" % (length // 4 - 1)].out_features == 16
+
+
+def test_bf16_autocast_step_runs_and_returns_tensors():
+    torch.manual_seed(0)
+    cfg = tiny_cfg(amp="bf16", channels_last=True)
+    obj = Objective(cfg, Networks(cfg).to(memory_format=torch.channels_last), "cpu")
+    logs = obj.step(tiny_batch())
+    assert all(isinstance(v, torch.Tensor) and v.dim() == 0 and not v.requires_grad for v in logs.values())
+    assert all(torch.isfinite(v) for v in logs.values())

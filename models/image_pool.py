@@ -56,10 +56,10 @@ class ImagePool:
 # random.Random's state is a tuple of Python ints; stored as a tensor so that checkpoints load with
 # torch.load(weights_only=True).
 def _rng_state_to_tensor(rng: random.Random) -> torch.Tensor:
-    version, internal, gauss = rng.getstate()
-    return torch.tensor([version, -1 if gauss is None else 1, *internal], dtype=torch.int64)
+    version, internal, _ = rng.getstate()  # the third item only serves random.gauss, never used here
+    return torch.tensor([version, *internal], dtype=torch.int64)
 
 
 def _rng_state_from_tensor(t: torch.Tensor):
     vals = t.tolist()
-    return vals[0], tuple(vals[2:]), None if vals[1] == -1 else 1.0
+    return vals[0], tuple(vals[1:]), None

@@ -18,19 +18,31 @@ class BatchNorm2dNoStats(nn.BatchNorm2d):
     """BatchNorm with affine parameters and no running statistics (the paper's ``norm: batch``).
 
     In training mode it normalises with the statistics of the batch, as the paper trains. In eval mode
-    there are no running statistics to fall back on, so each image is normalised with its own
-    statistics (instance normalisation with BatchNorm's affine parameters): an image's output then
-    never depends on the other images in its batch, and a face anonymized in one batch can be
-    recovered in another. The state dict holds only ``weight`` and ``bias``, as in the published files.
+    there are no running statistics to fall back on, and batch statistics would make an image's result
+    depend on the rest of its batch. So in eval mode samples are normalised in fixed consecutive groups
+    of ``eval_group`` (1: each image with its own statistics). The generators use groups of two: an
+    image and its complement-password twin (see :class:`PasswordGenerator`). The state dict holds only
+    ``weight`` and ``bias``, as in the published files.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__(num_features, eps=eps, momentum=momentum, affine=True, track_running_stats=False)
+        self.eval_group = 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return super().forward(x)
-        return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+        if self.eval_group == 1:
+            return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+        n, c, h, w = x.shape
+        g = self.eval_group
+        if n % g:
+            raise ValueError(f"eval-mode BatchNorm normalises groups of {g} samples; got a batch of {n}")
+        xf = x.float().reshape(n // g, g, c, h, w)
+        var, mean = torch.var_mean(xf, dim=(1, 3, 4), keepdim=True, correction=0)
+        scale = torch.rsqrt(var + self.eps) * self.weight.float().view(1, 1, c, 1, 1)
+        shift = self.bias.float().view(1, 1, c, 1, 1) - mean * scale
+        return (xf * scale + shift).reshape(n, c, h, w).to(x.dtype)
 
 
 def norm_layer(kind: str):
@@ -79,6 +91,33 @@ def with_password(x: torch.Tensor, pw: torch.Tensor) -> torch.Tensor:
 
 # ---- generators -------------------------------------------------------------------------------
 
+class PasswordGenerator(nn.Module):
+    """G(image, password vector). Subclasses build ``self.model`` on 3 + L input channels.
+
+    Inference with ``norm: batch`` (no running statistics). The password enters as constant channels,
+    so after G's first convolution it is a per-image, per-channel constant: normalising each image with
+    its own statistics would subtract it and make G ignore the password entirely. In eval mode each
+    image is therefore run beside a twin with the complementary password (whose vector is the
+    negation in every encoding) and every BatchNorm normalises that pair alone: the password's
+    contribution keeps its sign against a zero mean, as it does against the mean of a training batch
+    of random passwords, and the result depends only on the image and its password, never on the
+    rest of the batch. The twin's output is discarded. In training mode the batch is used as is.
+    """
+
+    def _finish(self, norm: str) -> None:
+        self.twin_norm = norm == "batch"
+        for m in self.modules():
+            if isinstance(m, BatchNorm2dNoStats):
+                m.eval_group = 2
+
+    def forward(self, x: torch.Tensor, pw: torch.Tensor) -> torch.Tensor:
+        if self.training or not self.twin_norm:
+            return self.model(with_password(x, pw))
+        xx = x.repeat_interleave(2, dim=0)
+        vv = torch.stack([pw, -pw], dim=1).flatten(0, 1)
+        return self.model(with_password(xx, vv))[0::2]
+
+
 def _upsample(c_in: int, c_out: int, norm: str, resize_conv: bool) -> list[nn.Module]:
     """x2 upsampling: nearest resize + reflect-padded 3x3 conv (with bias), or a transposed conv."""
     if resize_conv:
@@ -102,7 +141,7 @@ class ResnetBlock(nn.Module):
         return x + self.conv_block(x)
 
 
-class ResnetGenerator(nn.Module):
+class ResnetGenerator(PasswordGenerator):
     """The paper's G: c7s1-64, two stride-2 downsamplings, n residual blocks at 256, two upsamplings,
     c7s1-3 and tanh. Input: image (3 channels) + password tiled (L channels)."""
 
@@ -122,9 +161,7 @@ class ResnetGenerator(nn.Module):
             layers += _upsample(c, c // 2, norm, use_resize_conv)
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7, bias=True), nn.Tanh()]
         self.model = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor, pw: torch.Tensor) -> torch.Tensor:
-        return self.model(with_password(x, pw))
+        self._finish(norm)
 
 
 class UnetBlock(nn.Module):
@@ -162,7 +199,7 @@ class UnetBlock(nn.Module):
         return y if self.outermost else torch.cat([x, y], dim=1)
 
 
-class UnetGenerator(nn.Module):
+class UnetGenerator(PasswordGenerator):
     """``unet_128``: the pix2pix U-Net with 7 downsamplings (128x128 -> 1x1), password tiled on input."""
 
     def __init__(self, passwd_length: int, ngf: int = 64, num_downs: int = 7, norm: str = "batch",
@@ -177,9 +214,7 @@ class UnetGenerator(nn.Module):
         block = UnetBlock(ngf * 2, ngf * 4, inner_block=block, **kw)
         block = UnetBlock(ngf, ngf * 2, inner_block=block, **kw)
         self.model = UnetBlock(3, ngf, inner_block=block, in_ch=3 + passwd_length, outermost=True, **kw)
-
-    def forward(self, x: torch.Tensor, pw: torch.Tensor) -> torch.Tensor:
-        return self.model(with_password(x, pw))
+        self._finish(norm)
 
 
 # ---- discriminator ----------------------------------------------------------------------------

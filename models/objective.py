@@ -151,6 +151,7 @@ class Objective:
         set_requires_grad(self.d_params, False)
         with self.autocast():
             fake = self.generate(real, pw)
+        self.last_fake = {k: v.detach() for k, v in fake.items()}  # for result pages
         logs = self.d_phase(real, label, grid, fake)
         logs.update(self.g_phase(real, label, grid, fake, pw))
         return logs

@@ -103,8 +103,6 @@ class Sphere20a(nn.Module):
                  margin: int = 4):
         super().__init__()
         h, w = crop
-        if h % 16 or w % 16:
-            raise ValueError(f"SphereFace crop must be a multiple of 16 on each side, got {h}x{w}")
         self.crop = (h, w)
         c_in = 3
         for stage, ch, units in _STAGES:
@@ -115,7 +113,9 @@ class Sphere20a(nn.Module):
                 self.add_module(f"conv{stage}_{j}", nn.Conv2d(ch, ch, 3, 1, 1))
                 self.add_module(f"relu{stage}_{j}", nn.PReLU(ch))
             c_in = ch
-        self.fc5 = nn.Linear(c_in * (h // 16) * (w // 16), 512)
+        for _ in _STAGES:  # each stage: 3x3 conv, stride 2, padding 1 -> ceil(n / 2)
+            h, w = (h + 1) // 2, (w + 1) // 2
+        self.fc5 = nn.Linear(c_in * h * w, 512)
         self.fc6 = AngleLinear(512, num_classes, margin)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -112,3 +112,20 @@ def test_initialisation_follows_the_spec():
     bn = D.layer1_M[6]
     assert abs(bn.weight.mean().item() - 1) < 1e-2 and abs(bn.weight.std().item() - 0.02) < 5e-3
     assert torch.count_nonzero(bn.bias) == 0 and torch.count_nonzero(D.layer1_M[0].bias) == 0
+
+
+def test_inference_keeps_the_password():
+    """Per-image statistics would erase the password (a per-channel constant after the first
+    convolution); the generator's twin normalisation keeps it."""
+    torch.manual_seed(0)
+    G = build_generator(make_config(ngf=8)).eval()
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    p = (torch.randint(0, 2, (2, 16)) - 0.5).float()
+    q = (torch.randint(0, 2, (2, 16)) - 0.5).float()
+    with torch.no_grad():
+        assert (G(x, p) - G(x, q)).abs().mean().item() > 1e-3
+        for m in G.modules():  # what plain per-image normalisation would do
+            if hasattr(m, "eval_group"):
+                m.eval_group = 1
+        G.twin_norm = False
+        assert (G(x, p) - G(x, q)).abs().max().item() < 1e-4

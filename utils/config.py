@@ -85,7 +85,7 @@ SCHEMA: dict[str, Option] = {
     "fr_width": _o(1.0, float, "SphereFace channel multiplier (1.0 is the published network)"),
     "fr_crop_height": _o(112, int, "height of the aligned face crop fed to FR"),
     "fr_crop_width": _o(96, int, "width of the aligned face crop fed to FR"),
-    "fr_num_classes": _o(10574, int, "classes of FR's A-Softmax layer (10574: CASIA-WebFace)"),
+    "fr_num_classes": _o(10574, int, "classes of FR's A-Softmax layer (10574: CASIA-WebFace; 0: from the training labels)"),
     "angle_margin": _o(4, int, "A-Softmax margin m"),
     "angle_gamma": _o(0.0, float, "A-Softmax focusing parameter gamma"),
     "angle_lambda_min": _o(5.0, float, "A-Softmax lambda floor"),
@@ -262,9 +262,11 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"config: img_size must be a multiple of 4, got {cfg.img_size}")
     if cfg.which_model_netG == "unet_128" and cfg.img_size % 128:
         raise ConfigError(f"config: unet_128 needs img_size a multiple of 128, got {cfg.img_size}")
-    if cfg.fr_crop_height % 16 or cfg.fr_crop_width % 16:
-        raise ConfigError("config: fr_crop_height and fr_crop_width must be multiples of 16, got "
+    if cfg.fr_crop_height < 16 or cfg.fr_crop_width < 16:
+        raise ConfigError("config: fr_crop_height and fr_crop_width must be at least 16, got "
                           f"{cfg.fr_crop_height}x{cfg.fr_crop_width}")
+    if cfg.img_size < 64:
+        raise ConfigError(f"config: img_size must be at least 64 (the discriminator's depth), got {cfg.img_size}")
     for key in ("G_lr", "Q_lr", "D_lr", "FR_lr", "lr"):
         if cfg[key] is not None and cfg[key] < 0:
             raise ConfigError(f"config: {key} must not be negative, got {cfg[key]}")

@@ -1,0 +1,15 @@
+"""Train the face identity transformer.
+
+    python main_train.py config/smoke.yaml                       # the embedded CPU smoke run
+    python main_train.py config/main.yaml --data_root /data      # the paper's run (CASIA-WebFace)
+    torchrun --nproc_per_node 4 main_train.py config/main.yaml   # one process per GPU
+    python main_train.py config/main.yaml --resume checkpoints/main/checkpoint_latest.pth.tar
+
+Any config key can be given as --key value and wins over the YAML file (see utils/config.py).
+"""
+import sys
+
+from utils.training import main
+
+if __name__ == "__main__":
+    sys.exit(main())

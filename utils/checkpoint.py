@@ -1,0 +1,178 @@
+"""Checkpoints: atomic saving, safe loading, architecture checks, and the generator for inference.
+
+A training checkpoint is a dict (loadable with ``torch.load(weights_only=True)``):
+
+    format            "face-identity-transformer/1"
+    epoch, iter       epoch index and batches done in it; global_iter: batches done in the whole run
+    state_dict_G, state_dict_D, state_dict_Q, state_dict_FR, optimizer_G, optimizer_D
+    objective         image pools, A-Softmax counter, password generator state
+    rng               torch / cuda / numpy / python generator states (as tensors)
+    config            the resolved config (a plain dict)
+    mean_landmarks    (5, 2) mean normalised landmark positions of the training set: the frame the
+                      generator was trained on, used to frame faces in the wild
+
+The authors' published checkpoints hold epoch, iter, state_dict_G/D/Q/FR and optimizer_G/D; they load
+too (the generator alone is enough for inference).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+
+import torch
+
+from .fileio import atomic_torch_save
+
+FORMAT = "face-identity-transformer/1"
+
+# The framing of checkpoints that do not record their own (the authors' originals): mean five points of
+# a 250x250 CASIA/LFW-style face image, normalised as x / 125 - 1. How it was obtained (details in
+# docs/anonymize.md): CASIA's own landmark file is not available offline, so these are the means of
+# 193 faces of SphereFace's published lfw_landmark.txt (MTCNN five points on LFW's 250x250 images,
+# the detector and pipeline that made casia_landmark.txt; rows sampled at two places of the file),
+# in pixels (104.4, 112.4), (144.8, 111.2), (125.8, 135.8), (107.9, 157.0), (143.5, 156.3); standard
+# error about 0.3 px per coordinate. CASIA-WebFace was cut to LFW's 250x250 layout, and the authors
+# test their CASIA-trained model on LFW images as they are, so both framings are taken as one.
+# (A dlib HOG box doubled around its centre -- the LFW_CROP rule applied to dlib instead of MTCNN --
+# frames faces about 1.5x tighter, because dlib's box is tighter than MTCNN's: on skimage's astronaut
+# it puts the eyes 62 px apart in 250 px instead of 40, so it was not used.) Override with
+# --mean-landmarks (anonymize.py) or FaceProtector(mean_landmarks=...) for another framing.
+CASIA_MEAN_LANDMARKS = torch.tensor([[-0.165, -0.101], [0.158, -0.110], [0.006, 0.087],
+                                     [-0.137, 0.256], [0.148, 0.251]])
+
+# The paper's generator settings, for checkpoints that carry no config.
+PAPER_G = dict(which_model_netG="resnet_9blocks", ngf=64, norm="batch", use_dropout=False,
+               use_resize_conv=True, passwd_length=16, use_minus_one="half", img_size=128,
+               init_type="normal", init_gain=0.02)
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def save_checkpoint(state: dict, path: str) -> None:
+    """Write atomically: a crash or a full disk while saving leaves the previous file intact."""
+    atomic_torch_save(state, path)
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+    except Exception as e:  # pickle.UnpicklingError for disallowed objects
+        raise CheckpointError(f"{path}: refused to load ({type(e).__name__}: {str(e)[:200]}); checkpoints are "
+                              "loaded with weights_only=True and may hold only tensors and plain data") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
+    return ckpt
+
+
+def load_state_strict(module: torch.nn.Module, state: dict, what: str, path: str = "") -> None:
+    """``load_state_dict(strict=True)`` with an error that names the mismatching keys and shapes."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_short(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches {_short(shapes)}")
+        where = f" in {path}" if path else ""
+        raise CheckpointError(f"{what}{where} does not match this architecture: " + "; ".join(parts))
+    module.load_state_dict(state, strict=True)
+
+
+def _short(items: list, n: int = 6) -> str:
+    shown = ", ".join(items[:n])
+    return f"[{shown}{', ... (%d more)' % (len(items) - n) if len(items) > n else ''}]"
+
+
+def fingerprint(state_dict: dict) -> str:
+    """A SHA-256 over a state dict's names, shapes, dtypes and values: identifies the weights whatever
+    file they were saved in."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().cpu().contiguous()
+        h.update(key.encode())
+        h.update(str((tuple(t.shape), str(t.dtype))).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def generator_config(ckpt: dict, overrides: dict | None = None) -> dict:
+    """The generator settings of a checkpoint: its own config, or the paper's (authors' files)."""
+    cfg = dict(PAPER_G)
+    if "config" in ckpt:
+        cfg.update({k: v for k, v in ckpt["config"].items() if k in PAPER_G})
+    else:
+        first = ckpt["state_dict_G"].get("model.1.weight")
+        if first is not None:  # infer the password length from G's input channels
+            cfg["passwd_length"] = int(first.shape[1]) - 3
+    cfg.update(overrides or {})
+    return cfg
+
+
+class InferenceModel:
+    """The generator of a checkpoint, ready for inference (eval mode: per-image normalisation).
+
+    Attributes: G, cfg (generator settings), img_size, passwd_length, mode (password encoding),
+    mean_landmarks ((5, 2) normalised), fingerprint (of G's weights), original_format (bool).
+    """
+
+    def __init__(self, path: str, device="cpu", overrides: dict | None = None,
+                 mean_landmarks: torch.Tensor | None = None):
+        from models import build_generator
+
+        ckpt = load_checkpoint(path)
+        if "state_dict_G" not in ckpt:
+            raise CheckpointError(f"{path}: no generator in this file (expected key 'state_dict_G'); "
+                                  f"keys: {_short(sorted(map(str, ckpt)))}")
+        self.path = path
+        self.original_format = ckpt.get("format") != FORMAT
+        self.cfg = generator_config(ckpt, overrides)
+        self.G = build_generator(self.cfg)
+        load_state_strict(self.G, ckpt["state_dict_G"], "state_dict_G", path)
+        self.G.to(device).eval().requires_grad_(False)
+        # BatchNorm without running statistics: normalise each image together with its twin of the
+        # complementary password (models/networks.py, BatchNorm2dNoStats.eval_group): per-image
+        # statistics would erase the password. Deterministic and batch independent; costs 2x compute.
+        from models.networks import BatchNorm2dNoStats
+        norms = [m for m in self.G.modules() if isinstance(m, BatchNorm2dNoStats)]
+        for m in norms:
+            m.eval_group = 2
+        self.pair_twins = bool(norms)
+        self.device = torch.device(device)
+        self.img_size = int(self.cfg["img_size"])
+        self.passwd_length = int(self.cfg["passwd_length"])
+        self.mode = self.cfg["use_minus_one"]
+        if mean_landmarks is not None:
+            self.mean_landmarks = torch.as_tensor(mean_landmarks, dtype=torch.float32).reshape(5, 2)
+        elif "mean_landmarks" in ckpt:
+            self.mean_landmarks = ckpt["mean_landmarks"].float().reshape(5, 2)
+        else:
+            self.mean_landmarks = CASIA_MEAN_LANDMARKS.clone()
+        self.fingerprint = fingerprint(ckpt["state_dict_G"])
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, pw_bits: torch.Tensor, amp: bool = False) -> torch.Tensor:
+        """images (B, 3, S, S) in [-1, 1]; pw_bits (B, L) bits. Returns G's output in float32."""
+        from models.passwords import encode
+
+        x = images.to(self.device, torch.float32)
+        v = encode(pw_bits, self.mode).to(self.device)
+        if self.pair_twins:  # each image beside its complement-password twin (-v in every mode)
+            fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+            x = torch.stack([x, x], 1).flatten(0, 1).contiguous(memory_format=fmt)
+            v = torch.stack([v, -v], 1).flatten(0, 1)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+            y = self.G(x, v).float()
+        return y[0::2] if self.pair_twins else y

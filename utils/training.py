@@ -1,0 +1,471 @@
+"""The training loop: data, networks, the objective, checkpoints, logs and result pages.
+
+One obvious path: ``train(cfg)`` sets up a run folder, builds the data and networks, optionally
+resumes, then loops over epochs calling ``Objective.step``. Everything a run needs to be reproduced or
+continued is written into its folder:
+
+    config.yaml        the resolved configuration (defaults < YAML < command line)
+    git_commit.txt     the commit of the code (and whether the tree had local changes)
+    log.txt            the text log; losses.jsonl the machine-readable loss log
+    checkpoint_eEEEE_iIIIIIII.pth.tar, checkpoint_latest.pth.tar   (atomic; see utils/checkpoint.py)
+    web/, test_web/    HTML pages of training batches and of the fixed validation batch
+    eval.json          the held-out evaluation at the end of training
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+from tqdm import tqdm
+
+import datasets
+from models import Networks
+from datasets.loader import worker_init
+from models.objective import Objective
+from utils import distributed
+from utils.checkpoint import FORMAT, CheckpointError, load_checkpoint, load_state_strict, save_checkpoint
+from utils.config import Config, ConfigError, dump_yaml
+from utils.fileio import atomic_write_text
+from utils.images import to_uint8
+from utils.metrics import VIEW_COLUMNS, ViewPasswords, evaluate, format_evaluation, views
+
+TRAIN_COLUMNS = ("real", "anonymized", "second anonymization", "recovered", "wrong recovery 1", "wrong recovery 2")
+SPHEREFACE_HELP = ("The paper's configs fine-tune the pretrained SphereFace-20a of clcarwin/sphereface_pytorch "
+                   "(file model/sphere20a_20171020.7z in that repository). Extract sphere20a_20171020.pth to "
+                   "{path} (see pretrained_models/README.md), or set fr_pretrained: '' to train FR from scratch "
+                   "(not the paper's setting).")
+
+
+# ---- run folder and logs ----------------------------------------------------------------------
+
+def new_run_dir(cfg: Config) -> str:
+    """ckpt_dir/name, or name_2, name_3 ... when that folder already exists: never reuse a folder."""
+    base = os.path.join(cfg.ckpt_dir, cfg.name)
+    path, k = base, 1
+    while os.path.exists(path):
+        k += 1
+        path = f"{base}_{k}"
+    os.makedirs(path)
+    return path
+
+
+def git_description() -> str:
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git not available)\n"
+    if not commit:
+        return "unknown (not a git checkout)\n"
+    return commit + (" (with uncommitted changes)" if dirty else "") + "\n"
+
+
+class RunLog:
+    """log.txt (text) and losses.jsonl (one JSON object per logged iteration), appended line by line."""
+
+    def __init__(self, run_dir: str, enabled: bool = True):
+        self.enabled = enabled
+        self.text_path = os.path.join(run_dir, "log.txt")
+        self.loss_path = os.path.join(run_dir, "losses.jsonl")
+        if enabled:
+            _end_with_newline(self.loss_path)
+            self.text = open(self.text_path, "a", encoding="utf-8", buffering=1)
+            self.losses = open(self.loss_path, "a", encoding="utf-8", buffering=1)
+
+    def __call__(self, message: str, console: bool = True) -> None:
+        if not self.enabled:
+            return
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        self.text.write(f"[{stamp}] {message}\n")
+        if console:
+            tqdm.write(message)
+
+    def losses_line(self, epoch: int, iteration: int, elapsed: float, losses: dict) -> None:
+        if self.enabled:
+            self.losses.write(json.dumps({"epoch": epoch, "iter": iteration, "time": round(elapsed, 3),
+                                          "losses": {k: round(v, 6) for k, v in losses.items()}}) + "\n")
+
+    def close(self) -> None:
+        if self.enabled:
+            self.text.close()
+            self.losses.close()
+
+
+def _end_with_newline(path: str) -> None:
+    """A run killed mid-line leaves a partial last line; finish it so appended lines stay parseable."""
+    if os.path.exists(path) and os.path.getsize(path):
+        with open(path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+
+
+# ---- data order ---------------------------------------------------------------------------------
+
+class EpochBatches(torch.utils.data.Sampler):
+    """Batches of indices for one process: a permutation that depends only on (seed, epoch), cut into
+    global batches of ``batch_size * world`` (a partial last one is dropped for training), each process
+    taking its share; starts at ``start`` so a resumed run sees exactly the batches it had not seen."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1,
+                 start: int = 0):
+        self.n, self.b, self.seed, self.epoch = n, batch_size, seed, epoch
+        self.rank, self.world, self.start = rank, world, start
+
+    def __len__(self) -> int:
+        return max(0, self.n // (self.b * self.world) - self.start)
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch))
+        step = self.b * self.world
+        for g in range(self.start, self.n // step):
+            chunk = order[g * step:(g + 1) * step]
+            yield chunk[self.rank * self.b:(self.rank + 1) * self.b].tolist()
+
+
+def batches_per_epoch(n: int, batch_size: int, world: int) -> int:
+    return n // (batch_size * world)
+
+
+# ---- networks -------------------------------------------------------------------------------------
+
+def face_recognizer_classes(cfg: Config, train_set) -> int:
+    if cfg.fr_num_classes > 0:
+        if train_set.num_classes > cfg.fr_num_classes:
+            raise ConfigError(f"config: fr_num_classes is {cfg.fr_num_classes} but the training labels go up to "
+                              f"{train_set.num_classes - 1}; set fr_num_classes: 0 to size FR from the data")
+        return cfg.fr_num_classes
+    return train_set.num_classes
+
+
+def load_pretrained_fr(cfg: Config, nets: Networks, log) -> None:
+    path = cfg.fr_pretrained
+    if not path:
+        log("FR: trained from scratch (fr_pretrained is empty)")
+        return
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"pretrained SphereFace not found: {path}\n" + SPHEREFACE_HELP.format(path=path))
+    state = load_checkpoint(path)
+    state = state.get("state_dict_FR", state)  # a plain state dict, or one of our checkpoints
+    load_state_strict(nets.FR, state, "SphereFace weights", path)
+    log(f"FR: loaded {path}")
+
+
+# ---- the trainer ----------------------------------------------------------------------------------
+
+class Trainer:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.dist = distributed.init(cfg.device)
+        self.device = self.dist.device
+        torch.manual_seed(cfg.seed + self.dist.rank)
+        if cfg.batch_size % self.dist.world_size:
+            raise ConfigError(f"config: batch_size {cfg.batch_size} is the total over {self.dist.world_size} "
+                              "processes and must divide evenly")
+        self.batch = cfg.batch_size // self.dist.world_size
+        self.stop_requested = False
+
+        # run folder: a resumed run continues in its checkpoint's folder
+        if self.dist.main:
+            self.run_dir = os.path.dirname(os.path.abspath(cfg.resume)) if cfg.resume else new_run_dir(cfg)
+        else:
+            self.run_dir = os.path.dirname(os.path.abspath(cfg.resume)) if cfg.resume else None
+        self.log = RunLog(self.run_dir, enabled=self.dist.main) if self.dist.main else RunLog("", enabled=False)
+        if self.dist.main:
+            atomic_write_text(os.path.join(self.run_dir, "config.yaml"), dump_yaml(cfg))
+            atomic_write_text(os.path.join(self.run_dir, "git_commit.txt"), git_description())
+            self.log(f"run folder: {self.run_dir}")
+            self.log(f"device: {self.device}, processes: {self.dist.world_size}, batch {self.batch} per process, "
+                     f"amp: {cfg.amp}, channels_last: {cfg.channels_last}")
+
+        # data (the main process first, so a synthetic dataset is generated once)
+        if self.dist.main:
+            self.train_set = datasets.build_dataset(cfg, "train")
+        distributed.barrier()
+        if not self.dist.main:
+            self.train_set = datasets.build_dataset(cfg, "train")
+        self.val_set = datasets.build_dataset(cfg, "val")
+        self.test_set = datasets.build_dataset(cfg, "test")
+        if batches_per_epoch(len(self.train_set), self.batch, self.dist.world_size) == 0:
+            raise ConfigError(f"config: batch_size {cfg.batch_size} is larger than the training set "
+                              f"({len(self.train_set)} images)")
+        if not torch.isfinite(torch.as_tensor(self.train_set.normalised_landmarks())).all():
+            raise datasets.DatasetError(f"{self.train_set}: every training image needs five landmarks "
+                                        "(the face recogniser aligns faces with them)")
+        self.mean_landmarks = self.train_set.mean_landmarks()
+        self.log(f"train: {self.train_set}; val: {self.val_set}; test: {self.test_set}")
+
+        # networks and objective
+        num_classes = face_recognizer_classes(cfg, self.train_set)
+        self.nets = Networks(cfg, num_classes)
+        load_pretrained_fr(cfg, self.nets, self.log)
+        self.nets.to(self.device)
+        if cfg.channels_last:
+            self.nets.to(memory_format=torch.channels_last)
+        sync = distributed.average_gradients if self.dist.world_size > 1 else None
+        self.objective = Objective(cfg, self.nets, self.device, seed=cfg.seed * 1000 + self.dist.rank, grad_sync=sync)
+        self.log(f"FR classes: {num_classes}; parameters: " + ", ".join(
+            f"{n} {sum(p.numel() for p in getattr(self.nets, n).parameters()) / 1e6:.2f}M" for n in ("G", "D", "Q", "FR")))
+
+        self.epoch, self.iter_in_epoch, self.global_iter = 0, 0, 0
+        if cfg.resume:
+            self.resume(cfg.resume)
+        self.val_images, self.val_pw = self.fixed_validation_batch()
+        self.sites = None
+        self.vis = None
+
+    # ---- checkpoints ----
+    def state(self) -> dict:
+        st = {"format": FORMAT, "epoch": self.epoch, "iter": self.iter_in_epoch, "global_iter": self.global_iter,
+              "config": dict(self.cfg), "mean_landmarks": self.mean_landmarks,
+              "objective": self.objective.state_dict(),
+              "rng": {"torch": torch.get_rng_state(),
+                      "cuda": torch.stack(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else torch.empty(0)}}
+        for n in ("G", "D", "Q", "FR"):
+            st["state_dict_" + n] = getattr(self.nets, n).state_dict()
+        obj = st["objective"]
+        st["optimizer_G"], st["optimizer_D"] = obj.pop("optimizer_G"), obj.pop("optimizer_D")
+        return st
+
+    def save(self, final: bool = False) -> str | None:
+        if not self.dist.main:
+            return None
+        name = f"checkpoint_e{self.epoch:04d}_i{self.iter_in_epoch:08d}.pth.tar"
+        path = os.path.join(self.run_dir, name)
+        try:
+            save_checkpoint(self.state(), path)
+            _link_latest(path, os.path.join(self.run_dir, "checkpoint_latest.pth.tar"))
+        except OSError as e:
+            self.log(f"ERROR: could not save {path}: {e.strerror or e}. The previous checkpoint is intact; "
+                     "training goes on, free some space to save the next one.")
+            return None
+        self.log(f"saved {path}", console=final)
+        self._prune()
+        return path
+
+    def _prune(self) -> None:
+        keep = self.cfg.keep_ckpts
+        if keep <= 0:
+            return
+        ckpts = sorted(f for f in os.listdir(self.run_dir) if f.startswith("checkpoint_e") and f.endswith(".pth.tar"))
+        for old in ckpts[:-keep]:
+            os.remove(os.path.join(self.run_dir, old))
+
+    def resume(self, path: str) -> None:
+        ckpt = load_checkpoint(path, map_location=self.device)
+        for n in ("G", "D", "Q", "FR"):
+            key = "state_dict_" + n
+            if key not in ckpt:
+                raise CheckpointError(f"{path}: no {key}; not a training checkpoint")
+            load_state_strict(getattr(self.nets, n), ckpt[key], key, path)
+        if ckpt.get("format") == FORMAT:
+            obj = dict(ckpt["objective"], optimizer_G=ckpt["optimizer_G"], optimizer_D=ckpt["optimizer_D"])
+            self.objective.load_state_dict(obj)
+            torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+            if torch.cuda.is_available() and ckpt["rng"]["cuda"].numel():
+                torch.cuda.set_rng_state_all(list(ckpt["rng"]["cuda"].cpu()))
+            self.epoch, self.iter_in_epoch = int(ckpt["epoch"]), int(ckpt["iter"])
+            self.global_iter = int(ckpt["global_iter"])
+            if "mean_landmarks" in ckpt:
+                self.mean_landmarks = ckpt["mean_landmarks"].cpu()
+        else:  # the authors' format: networks and optimizers, next epoch
+            for key, opt in (("optimizer_G", self.objective.opt_G), ("optimizer_D", self.objective.opt_D)):
+                if key in ckpt:
+                    try:
+                        opt.load_state_dict(ckpt[key])
+                    except ValueError as e:
+                        self.log(f"note: {key} of {path} not loaded ({e}); the optimizer starts fresh")
+            self.epoch, self.iter_in_epoch = int(ckpt.get("epoch", -1)) + 1, 0
+        per_epoch = batches_per_epoch(len(self.train_set), self.batch, self.dist.world_size)
+        if self.iter_in_epoch >= per_epoch:
+            self.epoch, self.iter_in_epoch = self.epoch + 1, 0
+        self.log(f"resumed from {path}: epoch {self.epoch}, iteration {self.iter_in_epoch} of {per_epoch}, "
+                 f"{self.global_iter} done")
+
+    # ---- views ----
+    def fixed_validation_batch(self):
+        n = min(len(self.val_set), self.batch, 8)
+        if n == 0:
+            return None, None
+        imgs = torch.stack([self.val_set[i]["image"] for i in range(n)])
+        # fixed passwords for the whole run, drawn from the seed; never written anywhere
+        pw = ViewPasswords.draw(n, self.cfg.passwd_length, torch.Generator().manual_seed(self.cfg.seed + 99991))
+        return imgs, pw
+
+    def setup_outputs(self) -> None:
+        if not self.dist.main:
+            return
+        from utils.html import ResultsSite
+        from utils.visualizer import Visualizer
+
+        losses = os.path.join(self.run_dir, "losses.jsonl")
+        self.sites = {"train": ResultsSite(os.path.join(self.run_dir, "web"), f"{self.cfg.name}: training batches", losses),
+                      "val": ResultsSite(os.path.join(self.run_dir, "test_web"), f"{self.cfg.name}: validation", losses)}
+        self.vis = Visualizer.from_config(self.cfg, self.run_dir, log=lambda m: self.log(m))
+
+    def training_images(self, batch: dict, n: int = 4) -> dict:
+        """The last step's images (training mode, as the objective saw them), as uint8 columns."""
+        fake = self.objective.last_fake
+        imgs = [batch["image"][:n]] + [fake[k][:n] for k in ("M", "M2", "R", "WR1", "WR2")]
+        return {c: to_uint8(x) for c, x in zip(TRAIN_COLUMNS, imgs)}
+
+    def pages(self, batch: dict) -> None:
+        if not self.dist.main:
+            return
+        self.sites["train"].add_page(self.epoch, self.global_iter, self.training_images(batch))
+        if self.val_images is not None:
+            G = self.nets.G
+            G.eval()
+            with torch.no_grad(), self.objective.autocast():
+                out = views(G, self.val_images.to(self.device), self.val_pw, self.cfg.use_minus_one)
+            G.train()
+            self.sites["val"].add_page(self.epoch, self.global_iter, {c: to_uint8(x) for c, x in out.items()})
+            if self.vis:
+                self.vis.show_images({c: to_uint8(x[:4]) for c, x in out.items()}, title="validation")
+
+    # ---- the loop ----
+    def install_interrupt_handler(self):
+        def handler(signum, frame):
+            if self.stop_requested:
+                raise KeyboardInterrupt
+            self.stop_requested = True
+            tqdm.write("interrupted: saving a checkpoint after this step (Ctrl-C again to quit at once)")
+        try:
+            return signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread
+            return None
+
+    def run(self) -> dict | None:
+        cfg = self.cfg
+        self.setup_outputs()
+        previous = self.install_interrupt_handler()
+        start = time.time()
+        per_epoch = batches_per_epoch(len(self.train_set), self.batch, self.dist.world_size)
+        ckpt_every = max(1, per_epoch // max(1, cfg.ckpt_per_epoch))
+        total_iters = per_epoch * cfg.epochs
+        if cfg.max_iters:
+            total_iters = min(total_iters, cfg.max_iters)
+        self.log(f"{per_epoch} iterations per epoch, {cfg.epochs} epochs, stopping at iteration {total_iters}")
+        bar = tqdm(total=total_iters, initial=self.global_iter, disable=not self.dist.main, unit="it",
+                   dynamic_ncols=True, desc="train")
+        sums, count, last_logged = {}, 0, time.time()
+        finished = self.global_iter >= total_iters
+        try:
+            while not finished and self.epoch < cfg.epochs:
+                sampler = EpochBatches(len(self.train_set), self.batch, cfg.seed, self.epoch, self.dist.rank,
+                                       self.dist.world_size, start=self.iter_in_epoch)
+                loader = torch.utils.data.DataLoader(
+                    self.train_set, batch_sampler=sampler, num_workers=cfg.workers,
+                    pin_memory=self.device.type == "cuda", worker_init_fn=worker_init if cfg.workers else None)
+                for batch in loader:
+                    logs = self.objective.step(batch)
+                    self.iter_in_epoch += 1
+                    self.global_iter += 1
+                    bar.update(1)
+                    sums = {k: sums.get(k, 0) + v for k, v in logs.items()}
+                    count += 1
+                    it = self.global_iter
+                    if it % cfg.print_freq == 0 or it == total_iters:
+                        avg = {k: (v / count).item() for k, v in sums.items()}  # the only host sync
+                        now = time.time()
+                        sec_per_it = (now - last_logged) / count
+                        sums, count, last_logged = {}, 0, now
+                        self.log(f"epoch {self.epoch} iter {it} ({sec_per_it:.2f} s/it): " +
+                                 " ".join(f"{k} {v:.4f}" for k, v in avg.items()), console=False)
+                        self.log.losses_line(self.epoch, it, now - start, avg)
+                        bar.set_postfix(G=f"{avg['G']:.3f}", D=f"{avg['D']:.3f}", recon=f"{avg['recon']:.3f}")
+                        if self.vis:
+                            self.vis.plot_losses(it, avg)
+                    if self.dist.main and (it % cfg.html_freq == 0 or it == total_iters):
+                        self.pages(batch)
+                    if self.vis and it % cfg.display_freq == 0:
+                        self.vis.show_images(self.training_images(batch), title="training batch")
+                    timed_out = cfg.time_limit_min and (time.time() - start) > cfg.time_limit_min * 60
+                    if self.iter_in_epoch % ckpt_every == 0 and self.iter_in_epoch < per_epoch:
+                        self.save()
+                    if it >= total_iters or timed_out or self.stop_requested:
+                        finished = True
+                        if timed_out:
+                            self.log(f"time limit of {cfg.time_limit_min} min reached")
+                        break
+                if self.iter_in_epoch >= per_epoch:
+                    self.log(f"epoch {self.epoch} done ({time.time() - start:.0f} s)")
+                    self.save()
+                    self.epoch, self.iter_in_epoch = self.epoch + 1, 0
+            if self.stop_requested or self.iter_in_epoch:
+                self.save(final=True)
+        finally:
+            bar.close()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        if self.stop_requested:
+            self.log(f"stopped by Ctrl-C; continue with --resume {os.path.join(self.run_dir, 'checkpoint_latest.pth.tar')}")
+            self.close()
+            return None
+        result = self.final_evaluation()
+        self.close()
+        return result
+
+    def final_evaluation(self) -> dict | None:
+        if not self.dist.main or len(self.test_set) == 0:
+            distributed.barrier()
+            return None
+        loader = datasets.make_loader(self.test_set, self.batch, shuffle=False, drop_last=False,
+                                      workers=self.cfg.workers, device_type=self.device.type)
+        with self.objective.autocast():
+            result = evaluate(self.nets, loader, self.cfg, self.device, self.cfg.eval_batches)
+        result["iterations"] = self.global_iter
+        self.log(format_evaluation(result))
+        atomic_write_text(os.path.join(self.run_dir, "eval.json"), json.dumps(result, indent=2) + "\n")
+        distributed.barrier()
+        return result
+
+    def close(self) -> None:
+        if self.vis:
+            self.vis.close()
+        self.log.close()
+
+
+def _link_latest(path: str, latest: str) -> None:
+    """checkpoint_latest.pth.tar as a hard link to the newest checkpoint, replaced atomically."""
+    tmp = latest + ".tmp"
+    if os.path.lexists(tmp):
+        os.remove(tmp)
+    try:
+        os.link(path, tmp)
+    except OSError:  # file systems without hard links: copy
+        import shutil
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, latest)
+
+
+def train(cfg: Config) -> dict | None:
+    trainer = Trainer(cfg)
+    try:
+        return trainer.run()
+    finally:
+        distributed.cleanup()
+
+
+def main(argv=None) -> int:
+    from utils.config import make_config
+
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0].startswith("-"):
+        print("usage: python main_train.py CONFIG.yaml [--key value ...]", file=sys.stderr)
+        return 2
+    try:
+        cfg = make_config(argv[0], argv[1:])
+        train(cfg)
+    except (ConfigError, CheckpointError, datasets.DatasetError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

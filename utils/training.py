@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import torch
@@ -26,6 +27,7 @@ from tqdm import tqdm
 import datasets
 from models import Networks
 from datasets.loader import worker_init
+from models.networks import inference_stats, load_inference_stats
 from models.objective import Objective
 from utils import distributed
 from utils.checkpoint import FORMAT, CheckpointError, load_checkpoint, load_state_strict, save_checkpoint
@@ -69,10 +71,13 @@ def git_description() -> str:
 
 
 class RunLog:
-    """log.txt (text) and losses.jsonl (one JSON object per logged iteration), appended line by line."""
+    """log.txt (text) and losses.jsonl (one JSON object per logged iteration), appended line by line.
+
+    Safe to call from other threads (visdom's sender reports through it) and after close (ignored)."""
 
     def __init__(self, run_dir: str, enabled: bool = True):
         self.enabled = enabled
+        self.lock = threading.Lock()
         self.text_path = os.path.join(run_dir, "log.txt")
         self.loss_path = os.path.join(run_dir, "losses.jsonl")
         if enabled:
@@ -81,22 +86,26 @@ class RunLog:
             self.losses = open(self.loss_path, "a", encoding="utf-8", buffering=1)
 
     def __call__(self, message: str, console: bool = True) -> None:
-        if not self.enabled:
-            return
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        self.text.write(f"[{stamp}] {message}\n")
+        with self.lock:
+            if not self.enabled:
+                return
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            self.text.write(f"[{stamp}] {message}\n")
         if console:
             tqdm.write(message)
 
     def losses_line(self, epoch: int, iteration: int, elapsed: float, losses: dict) -> None:
-        if self.enabled:
-            self.losses.write(json.dumps({"epoch": epoch, "iter": iteration, "time": round(elapsed, 3),
-                                          "losses": {k: round(v, 6) for k, v in losses.items()}}) + "\n")
+        with self.lock:
+            if self.enabled:
+                self.losses.write(json.dumps({"epoch": epoch, "iter": iteration, "time": round(elapsed, 3),
+                                              "losses": {k: round(v, 6) for k, v in losses.items()}}) + "\n")
 
     def close(self) -> None:
-        if self.enabled:
-            self.text.close()
-            self.losses.close()
+        with self.lock:
+            if self.enabled:
+                self.enabled = False
+                self.text.close()
+                self.losses.close()
 
 
 def _end_with_newline(path: str) -> None:
@@ -231,6 +240,7 @@ class Trainer:
                       "cuda": torch.stack(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else torch.empty(0)}}
         for n in ("G", "D", "Q", "FR"):
             st["state_dict_" + n] = getattr(self.nets, n).state_dict()
+        st["inference_stats_G"] = inference_stats(self.nets.G)
         obj = st["objective"]
         st["optimizer_G"], st["optimizer_D"] = obj.pop("optimizer_G"), obj.pop("optimizer_D")
         return st
@@ -266,6 +276,8 @@ class Trainer:
             if key not in ckpt:
                 raise CheckpointError(f"{path}: no {key}; not a training checkpoint")
             load_state_strict(getattr(self.nets, n), ckpt[key], key, path)
+        if ckpt.get("inference_stats_G"):
+            load_inference_stats(self.nets.G, ckpt["inference_stats_G"])
         if ckpt.get("format") == FORMAT:
             obj = dict(ckpt["objective"], optimizer_G=ckpt["optimizer_G"], optimizer_D=ckpt["optimizer_D"])
             self.objective.load_state_dict(obj)

@@ -58,6 +58,16 @@ def bench(device: torch.device, amp: str, batch: int, size: int, steps: int, war
         sync(device)
         times.append(time.perf_counter() - t0)
     assert torch.isfinite(logs["G"]).item() and torch.isfinite(logs["D"]).item()
+    if device.type == "cuda":  # a step should never wait for the GPU: count host synchronisations
+        import warnings
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            obj.step(data)
+            torch.cuda.set_sync_debug_mode("default")
+        syncs = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message)]
+        print(f"{device} {amp}: host synchronisations in one step: {len(syncs)}" +
+              "".join(f"\n    {m}" for m in syncs[:5]), flush=True)
     sec = min(times)
     return {"sec": sec, "median": sorted(times)[len(times) // 2], "img_s": batch / sec, "gflop": flops / 1e9,
             "gflops": flops / sec / 1e9}

@@ -15,23 +15,43 @@ from torch.nn import init
 # ---- normalisation ---------------------------------------------------------------------------
 
 class BatchNorm2dNoStats(nn.BatchNorm2d):
-    """BatchNorm with affine parameters and no running statistics (the paper's ``norm: batch``).
+    """BatchNorm with affine parameters and no running statistics in its state dict (the paper's
+    ``norm: batch``): the state dict holds only ``weight`` and ``bias``, as in the published files.
 
-    In training mode it normalises with the statistics of the batch, as the paper trains. In eval mode
-    there are no running statistics to fall back on, and batch statistics would make an image's result
-    depend on the rest of its batch. So in eval mode samples are normalised in fixed consecutive groups
-    of ``eval_group`` (1: each image with its own statistics). The generators use groups of two: an
-    image and its complement-password twin (see :class:`PasswordGenerator`). The state dict holds only
-    ``weight`` and ``bias``, as in the published files.
+    Training mode normalises with the statistics of the batch, as the paper trains. Eval mode must not
+    depend on the rest of the batch, so it uses, in this order of preference:
+
+    * inference statistics (``track_inference_stats``): a moving average of the training batches'
+      statistics, kept in non-persistent buffers that checkpoints store beside the state dict (see
+      :func:`inference_stats`). The generator's normalisation then sees at inference what it saw in
+      training, and the password survives;
+    * otherwise, fixed consecutive groups of ``eval_group`` samples (1: each image alone; the
+      generators use pairs of an image and its complement-password twin, see PasswordGenerator).
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__(num_features, eps=eps, momentum=momentum, affine=True, track_running_stats=False)
         self.eval_group = 1
+        self.track_inference_stats = False
+        self.register_buffer("inference_mean", torch.zeros(num_features), persistent=False)
+        self.register_buffer("inference_var", torch.ones(num_features), persistent=False)
+        self.register_buffer("inference_count", torch.zeros((), dtype=torch.long), persistent=False)
+
+    @property
+    def has_inference_stats(self) -> bool:
+        return bool(self.inference_count > 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
-            return super().forward(x)
+            if not self.track_inference_stats:
+                return super().forward(x)
+            # the same normalisation as plain training BatchNorm, and the moving averages come free
+            self.inference_count += 1
+            return F.batch_norm(x, self.inference_mean, self.inference_var, self.weight, self.bias, True,
+                                self.momentum, self.eps)
+        if self.track_inference_stats and self.has_inference_stats:
+            return F.batch_norm(x, self.inference_mean, self.inference_var, self.weight, self.bias, False, 0.0,
+                                self.eps)
         if self.eval_group == 1:
             return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
         n, c, h, w = x.shape
@@ -43,6 +63,28 @@ class BatchNorm2dNoStats(nn.BatchNorm2d):
         scale = torch.rsqrt(var + self.eps) * self.weight.float().view(1, 1, c, 1, 1)
         shift = self.bias.float().view(1, 1, c, 1, 1) - mean * scale
         return (xf * scale + shift).reshape(n, c, h, w).to(x.dtype)
+
+
+def inference_stats(net: nn.Module) -> dict:
+    """The inference statistics of a network's BatchNorms, for a checkpoint ({} when none tracked)."""
+    out = {}
+    for name, m in net.named_modules():
+        if isinstance(m, BatchNorm2dNoStats) and m.track_inference_stats and m.has_inference_stats:
+            out[name + ".inference_mean"] = m.inference_mean.detach().clone()
+            out[name + ".inference_var"] = m.inference_var.detach().clone()
+            out[name + ".inference_count"] = m.inference_count.detach().clone()
+    return out
+
+
+def load_inference_stats(net: nn.Module, stats: dict) -> None:
+    """Restore what :func:`inference_stats` saved; every tracked BatchNorm must be covered."""
+    for name, m in net.named_modules():
+        if isinstance(m, BatchNorm2dNoStats) and m.track_inference_stats:
+            try:
+                for key in ("inference_mean", "inference_var", "inference_count"):
+                    getattr(m, key).copy_(stats[f"{name}.{key}"])
+            except KeyError as e:
+                raise KeyError(f"inference statistics: missing {e.args[0]}") from None
 
 
 def norm_layer(kind: str):
@@ -94,14 +136,16 @@ def with_password(x: torch.Tensor, pw: torch.Tensor) -> torch.Tensor:
 class PasswordGenerator(nn.Module):
     """G(image, password vector). Subclasses build ``self.model`` on 3 + L input channels.
 
-    Inference with ``norm: batch`` (no running statistics). The password enters as constant channels,
-    so after G's first convolution it is a per-image, per-channel constant: normalising each image with
-    its own statistics would subtract it and make G ignore the password entirely. In eval mode each
-    image is therefore run beside a twin with the complementary password (whose vector is the
-    negation in every encoding) and every BatchNorm normalises that pair alone: the password's
-    contribution keeps its sign against a zero mean, as it does against the mean of a training batch
-    of random passwords, and the result depends only on the image and its password, never on the
-    rest of the batch. The twin's output is discarded. In training mode the batch is used as is.
+    Inference with ``norm: batch``. The password enters as constant channels, so after G's first
+    convolution it is a per-image, per-channel constant: normalising each image with its own statistics
+    would subtract it and make G ignore the password entirely. So in eval mode G normalises with the
+    inference statistics it tracked during training (a moving average of the training batches'
+    statistics, saved in checkpoints beside the published state-dict names). Networks without them
+    (the authors' checkpoints) run each image beside a twin with the complementary password (whose
+    vector is the negation in every encoding), and every BatchNorm normalises that pair alone: the
+    password's contribution keeps its sign against a zero mean, as against the mean of a training batch
+    of random passwords. Either way the result depends only on the image and its password, never on
+    the rest of the batch. In training mode the batch is used as is.
     """
 
     def _finish(self, norm: str) -> None:
@@ -109,9 +153,15 @@ class PasswordGenerator(nn.Module):
         for m in self.modules():
             if isinstance(m, BatchNorm2dNoStats):
                 m.eval_group = 2
+                m.track_inference_stats = True
+
+    @property
+    def has_inference_stats(self) -> bool:
+        norms = [m for m in self.modules() if isinstance(m, BatchNorm2dNoStats)]
+        return bool(norms) and all(m.has_inference_stats for m in norms)
 
     def forward(self, x: torch.Tensor, pw: torch.Tensor) -> torch.Tensor:
-        if self.training or not self.twin_norm:
+        if self.training or not self.twin_norm or self.has_inference_stats:
             return self.model(with_password(x, pw))
         xx = x.repeat_interleave(2, dim=0)
         vv = torch.stack([pw, -pw], dim=1).flatten(0, 1)

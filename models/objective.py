@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from . import Networks
-from .alignment import alignment_grid, warp_to_crop
+from .alignment import alignment_theta, warp_to_crop
 from .image_pool import ImagePool
 from .networks import GANLoss
 from .passwords import StepPasswords, digits, draw_step_passwords, encode
@@ -134,8 +134,10 @@ class Objective:
     def _prepare(self, batch: dict):
         real = self._fmt(batch["image"].to(self.device, non_blocking=True))
         label = batch["label"].to(self.device, non_blocking=True)
-        lm = batch["landmarks"]
-        grid = alignment_grid(lm.to(self.device, non_blocking=True), tuple(real.shape[-2:]), self.crop)
+        # theta is solved on the host from the loader's landmarks, then sent: no device round trip
+        theta = alignment_theta(batch["landmarks"].cpu(), tuple(real.shape[-2:]), self.crop)
+        grid = F.affine_grid(theta.to(self.device, non_blocking=True), [real.shape[0], 3, *self.crop],
+                             align_corners=True)
         return real, label, grid
 
     # ---- the step --------------------------------------------------------------------------------

@@ -55,8 +55,7 @@ def complement(bits: torch.Tensor) -> torch.Tensor:
 def digits(bits: torch.Tensor) -> torch.Tensor:
     """(B, L) bits -> (B, L/4) int64 hexadecimal digits, most significant first (Q's targets)."""
     b = bits.long().view(bits.shape[0], -1, 4)
-    weights = torch.tensor([8, 4, 2, 1], device=bits.device)
-    return (b * weights).sum(-1)
+    return b[..., 0] * 8 + b[..., 1] * 4 + b[..., 2] * 2 + b[..., 3]
 
 
 def bits_from_int(value: int, length: int) -> torch.Tensor:
@@ -111,7 +110,7 @@ class StepPasswords:
     w2: torch.Tensor
 
     def to(self, device) -> "StepPasswords":
-        return StepPasswords(*(t.to(device) for t in (self.p, self.p2, self.inv, self.w1, self.w2)))
+        return StepPasswords(*(t.to(device, non_blocking=True) for t in (self.p, self.p2, self.inv, self.w1, self.w2)))
 
     def __repr__(self) -> str:  # never show codes
         return f"StepPasswords(batch={self.p.shape[0]}, bits={self.p.shape[1]})"

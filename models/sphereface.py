@@ -78,7 +78,7 @@ class AngleLoss(nn.Module):
         self.it += 1
         lamb = self.current_lambda()
         cos, phi = logits
-        onehot = F.one_hot(target, cos.shape[1]).to(cos.dtype)
+        onehot = torch.zeros_like(cos).scatter_(1, target[:, None], 1.0)  # F.one_hot would sync on CUDA
         out = cos + onehot * (phi - cos) / (1 + lamb)
         logp = F.log_softmax(out, dim=1).gather(1, target[:, None]).squeeze(1)
         if self.gamma:

@@ -129,3 +129,33 @@ def test_inference_keeps_the_password():
                 m.eval_group = 1
         G.twin_norm = False
         assert (G(x, p) - G(x, q)).abs().max().item() < 1e-4
+
+
+def test_inference_statistics_from_training_are_used_saved_and_restored():
+    from models.networks import inference_stats, load_inference_stats
+    torch.manual_seed(0)
+    cfg = make_config(ngf=8)
+    G = build_generator(cfg)
+    with torch.no_grad():
+        G.model[1].weight[:, 3:] *= 50  # a generator that has learnt to use its password
+    assert not G.has_inference_stats and inference_stats(G) == {}
+    G.train()
+    with torch.no_grad():
+        for _ in range(3):
+            G(torch.rand(4, 3, 64, 64) * 2 - 1, (torch.randint(0, 2, (4, 16)) - 0.5).float())
+    assert G.has_inference_stats
+    assert "model.2.inference_mean" in inference_stats(G)
+    assert not any("inference" in k for k in G.state_dict())  # the published names are untouched
+    G.eval()
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    p = (torch.randint(0, 2, (3, 16)) - 0.5).float()
+    with torch.no_grad():
+        together = G(x, p)
+        assert (G(x[1:2], p[1:2]) - together[1:2]).abs().max().item() < 1e-5  # batch independent
+        from models.networks import with_password
+        first = G.model[:4]  # conv, norm, ReLU: the password must survive the first normalisation
+        assert (first(with_password(x, -p)) - first(with_password(x, p))).abs().mean().item() > 0.1
+        other = build_generator(cfg).eval()
+        other.load_state_dict(G.state_dict())
+        load_inference_stats(other, inference_stats(G))
+        assert torch.equal(other(x, p), together)

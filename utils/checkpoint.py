@@ -7,6 +7,8 @@ A training checkpoint is a dict (loadable with ``torch.load(weights_only=True)``
     state_dict_G, state_dict_D, state_dict_Q, state_dict_FR, optimizer_G, optimizer_D
     objective         image pools, A-Softmax counter, password generator state
     rng               torch / cuda / numpy / python generator states (as tensors)
+    inference_stats_G G's normalisation statistics for inference (models/networks.py), kept apart so
+                      that state_dict_G keeps the published names
     config            the resolved config (a plain dict)
     mean_landmarks    (5, 2) mean normalised landmark positions of the training set: the frame the
                       generator was trained on, used to frame faces in the wild
@@ -141,15 +143,10 @@ class InferenceModel:
         self.cfg = generator_config(ckpt, overrides)
         self.G = build_generator(self.cfg)
         load_state_strict(self.G, ckpt["state_dict_G"], "state_dict_G", path)
+        if ckpt.get("inference_stats_G"):  # our checkpoints; the authors' fall back to twin normalisation
+            from models.networks import load_inference_stats
+            load_inference_stats(self.G, ckpt["inference_stats_G"])
         self.G.to(device).eval().requires_grad_(False)
-        # BatchNorm without running statistics: normalise each image together with its twin of the
-        # complementary password (models/networks.py, BatchNorm2dNoStats.eval_group): per-image
-        # statistics would erase the password. Deterministic and batch independent; costs 2x compute.
-        from models.networks import BatchNorm2dNoStats
-        norms = [m for m in self.G.modules() if isinstance(m, BatchNorm2dNoStats)]
-        for m in norms:
-            m.eval_group = 2
-        self.pair_twins = bool(norms)
         self.device = torch.device(device)
         self.img_size = int(self.cfg["img_size"])
         self.passwd_length = int(self.cfg["passwd_length"])
@@ -169,10 +166,5 @@ class InferenceModel:
 
         x = images.to(self.device, torch.float32)
         v = encode(pw_bits, self.mode).to(self.device)
-        if self.pair_twins:  # each image beside its complement-password twin (-v in every mode)
-            fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-            x = torch.stack([x, x], 1).flatten(0, 1).contiguous(memory_format=fmt)
-            v = torch.stack([v, -v], 1).flatten(0, 1)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-            y = self.G(x, v).float()
-        return y[0::2] if self.pair_twins else y
+            return self.G(x, v).float()

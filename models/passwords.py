@@ -82,7 +82,7 @@ def random_bits(batch: int, length: int, generator: torch.Generator | None = Non
     return bits.to(device)
 
 
-def _redraw_equal(bits: torch.Tensor, avoid: list[torch.Tensor], generator) -> torch.Tensor:
+def redraw_equal(bits: torch.Tensor, avoid: list[torch.Tensor], generator) -> torch.Tensor:
     """Redraw the rows of ``bits`` that equal the same row of any tensor in ``avoid``."""
     while True:
         same = torch.zeros(bits.shape[0], dtype=torch.bool, device=bits.device)
@@ -120,10 +120,10 @@ def draw_step_passwords(batch: int, length: int, generator: torch.Generator | No
                         device="cpu") -> StepPasswords:
     check_length(length)
     p = random_bits(batch, length, generator, device)
-    p2 = _redraw_equal(random_bits(batch, length, generator, device), [p], generator)
+    p2 = redraw_equal(random_bits(batch, length, generator, device), [p], generator)
     inv = complement(p)
-    w1 = _redraw_equal(random_bits(batch, length, generator, device), [inv], generator)
-    w2 = _redraw_equal(random_bits(batch, length, generator, device), [inv, w1], generator)
+    w1 = redraw_equal(random_bits(batch, length, generator, device), [inv], generator)
+    w2 = redraw_equal(random_bits(batch, length, generator, device), [inv, w1], generator)
     return StepPasswords(p, p2, inv, w1, w2)
 
 

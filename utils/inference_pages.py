@@ -33,7 +33,7 @@ from PIL import Image
 from tqdm import tqdm
 
 import datasets
-from models.passwords import (Password, _redraw_equal, complement, draw_step_passwords, encode, password_from_text,
+from models.passwords import (Password, redraw_equal, complement, draw_step_passwords, encode, password_from_text,
                               random_bits, read_passphrase)
 from utils.checkpoint import PAPER_G, CheckpointError, InferenceModel, generator_config, load_checkpoint
 from utils.config import Config, ConfigError, make_config
@@ -160,7 +160,7 @@ def strip_passwords(indices: Sequence[int], length: int, seed: int, user: Passwo
             rows.append((s.p, s.p2, s.w1))
         else:
             p = user.bits(1)
-            rows.append((p, _redraw_equal(s.p2, [p], g), _redraw_equal(s.w1, [complement(p)], g)))
+            rows.append((p, redraw_equal(s.p2, [p], g), redraw_equal(s.w1, [complement(p)], g)))
     return tuple(torch.cat(col) for col in zip(*rows))
 
 
@@ -173,8 +173,8 @@ def column_passwords(length: int, seed: int, given: Sequence[Password] | None = 
     else:
         p = random_bits(1, length, g)
         while p.shape[0] < N_PASSWORDS:
-            p = torch.cat([p, _redraw_equal(random_bits(1, length, g), list(p[:, None]), g)])
-    w = _redraw_equal(random_bits(p.shape[0], length, g), [complement(p)], g)
+            p = torch.cat([p, redraw_equal(random_bits(1, length, g), list(p[:, None]), g)])
+    w = redraw_equal(random_bits(p.shape[0], length, g), [complement(p)], g)
     return p, w
 
 

@@ -1,0 +1,181 @@
+"""The record of an anonymization: what recovery needs to re-cut exactly the same crops.
+
+A record is versioned JSON. For PNG output it lives inside the file (an iTXt chunk named
+``face-identity-transformer``); for every other output (JPEG, WebP, TIFF, BMP, video) it is a sidecar
+file beside it, ``OUTPUT.record.json``. It holds:
+
+    format, version       "face-identity-transformer/record", 1
+    kind                  "image" or "video"
+    output                what the record belongs to: image -> width, height, channels, dtype and
+                          the SHA-256 of its decoded pixels; video -> width, height, frame count,
+                          fps and the SHA-256 of the file
+    checkpoint            the generator's fingerprint, img_size, passwd_length, use_minus_one
+    framing               mean_landmarks (5x2, normalised) and where they came from
+                          ("checkpoint", "casia-default", "user"); mask name (the blend region)
+    detector              {"name": "dlib-hog", "upsample": .., "min_face": .., ...} or {"name": "given"}
+    passwords             "shared" (one password for every face) or "per-face" (one per face key)
+    precision             "fp32" or "bf16" (informational: recovery may use either)
+    faces (image)         [{"key": K, "transform": [a, b, c, d, e, f]}]: the 2x3 image->crop matrix
+    tracks (video)        [{"key": K, "first_frame": F, "transforms": [[6 floats] per frame],
+                            "detected": [frame indices with a detection]}]
+
+Never in a record: the password, its code, or anything computed from them (not even a hash: with
+16-bit codes a hash would give the code away in 65,536 tries). Nor the faces' landmarks: the
+similarity transform says where a face is and how large, not its shape.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+FORMAT = "face-identity-transformer/record"
+VERSION = 1
+PNG_KEY = "face-identity-transformer"
+SIDECAR_SUFFIX = ".record.json"
+
+
+class RecordError(ValueError):
+    """A record that is unreadable or does not belong to this image, video or checkpoint."""
+
+
+def pixel_sha256(native: np.ndarray) -> str:
+    """SHA-256 over the dtype, shape and bytes of decoded pixels."""
+    a = np.ascontiguousarray(native)
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sidecar_path(path: str) -> str:
+    return os.fspath(path) + SIDECAR_SUFFIX
+
+
+@dataclass
+class Record:
+    kind: str
+    checkpoint: dict
+    framing: dict
+    detector: dict
+    passwords: str
+    precision: str
+    output: dict = field(default_factory=dict)
+    faces: list = field(default_factory=list)
+    tracks: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = {"format": FORMAT, "version": VERSION, "kind": self.kind, "output": self.output,
+             "checkpoint": self.checkpoint, "framing": self.framing, "detector": self.detector,
+             "passwords": self.passwords, "precision": self.precision}
+        if self.kind == "image":
+            d["faces"] = self.faces
+        else:
+            d["tracks"] = self.tracks
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes, where: str = "record") -> "Record":
+        try:
+            d = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise RecordError(f"{where}: not a JSON record ({e})") from None
+        return cls.from_dict(d, where)
+
+    @classmethod
+    def from_dict(cls, d, where: str = "record") -> "Record":
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise RecordError(f"{where}: not a face-identity-transformer record (key 'format')")
+        if d.get("version") != VERSION:
+            raise RecordError(f"{where}: record version {d.get('version')!r} is not supported (this tool reads "
+                              f"version {VERSION})")
+        kind = d.get("kind")
+        if kind not in ("image", "video"):
+            raise RecordError(f"{where}: key 'kind' must be 'image' or 'video', got {kind!r}")
+        for key, typ in (("output", dict), ("checkpoint", dict), ("framing", dict), ("detector", dict),
+                         ("passwords", str), ("precision", str)):
+            if not isinstance(d.get(key), typ):
+                raise RecordError(f"{where}: key '{key}' is missing or not a {typ.__name__}")
+        if d["passwords"] not in ("shared", "per-face"):
+            raise RecordError(f"{where}: key 'passwords' must be 'shared' or 'per-face', got {d['passwords']!r}")
+        ck = d["checkpoint"]
+        if not isinstance(ck.get("fingerprint"), str) or not isinstance(ck.get("img_size"), int):
+            raise RecordError(f"{where}: key 'checkpoint' needs 'fingerprint' and 'img_size'")
+        lm = np.asarray(d["framing"].get("mean_landmarks", []), dtype=np.float64)
+        if lm.shape != (5, 2) or not np.isfinite(lm).all():
+            raise RecordError(f"{where}: key 'framing.mean_landmarks' must be 5 (x, y) pairs")
+        rec = cls(kind, ck, d["framing"], d["detector"], d["passwords"], d["precision"], d["output"])
+        if kind == "image":
+            rec.faces = _check_faces(d.get("faces"), where)
+        else:
+            rec.tracks = _check_tracks(d.get("tracks"), where)
+        return rec
+
+    @property
+    def mean_landmarks(self) -> np.ndarray:
+        return np.asarray(self.framing["mean_landmarks"], dtype=np.float64)
+
+    def check_model(self, model, where: str = "record") -> None:
+        """The record must have been made with this generator (same weights, same input size)."""
+        ck = self.checkpoint
+        if ck["fingerprint"] != model.fingerprint:
+            raise RecordError(f"{where}: made with another generator (fingerprint {ck['fingerprint'][:12]}...); "
+                              f"this checkpoint is {model.fingerprint[:12]}... -- recover with the checkpoint "
+                              f"that anonymized it")
+        if ck["img_size"] != model.img_size or ck.get("passwd_length", model.passwd_length) != model.passwd_length:
+            raise RecordError(f"{where}: made for a {ck['img_size']} px, {ck.get('passwd_length')}-bit generator; "
+                              f"this one is {model.img_size} px, {model.passwd_length}-bit")
+
+
+def _transform(v, where: str) -> list[float]:
+    a = np.asarray(v, dtype=np.float64) if isinstance(v, list) else None
+    if a is None or a.shape != (6,) or not np.isfinite(a).all() or abs(a[0] * a[4] - a[1] * a[3]) < 1e-12:
+        raise RecordError(f"{where}: a transform must be 6 finite numbers of an invertible 2x3 matrix")
+    return [float(x) for x in a]
+
+
+def _check_faces(faces, where: str) -> list:
+    if not isinstance(faces, list):
+        raise RecordError(f"{where}: key 'faces' is missing or not a list")
+    out = []
+    for i, f in enumerate(faces):
+        if not isinstance(f, dict) or not isinstance(f.get("key"), int):
+            raise RecordError(f"{where}: faces[{i}] needs an integer 'key'")
+        out.append({"key": f["key"], "transform": _transform(f.get("transform"), f"{where}: faces[{i}]")})
+    return out
+
+
+def _check_tracks(tracks, where: str) -> list:
+    if not isinstance(tracks, list):
+        raise RecordError(f"{where}: key 'tracks' is missing or not a list")
+    out = []
+    for i, t in enumerate(tracks):
+        if not isinstance(t, dict) or not isinstance(t.get("key"), int) or not isinstance(t.get("first_frame"), int) \
+                or t["first_frame"] < 0 or not isinstance(t.get("transforms"), list) or not t["transforms"]:
+            raise RecordError(f"{where}: tracks[{i}] needs integer 'key' and 'first_frame' and a list 'transforms'")
+        tf = [_transform(m, f"{where}: tracks[{i}]") for m in t["transforms"]]
+        out.append({"key": t["key"], "first_frame": t["first_frame"], "transforms": tf,
+                    "detected": [int(x) for x in t.get("detected", [])]})
+    return out
+
+
+def read_sidecar(path: str) -> Record | None:
+    """The sidecar record of ``path``, or None when there is none."""
+    side = sidecar_path(path)
+    if not os.path.isfile(side):
+        return None
+    with open(side, "rb") as f:
+        return Record.from_json(f.read(), side)

@@ -123,6 +123,16 @@ def init_weights(net: nn.Module, init_type: str = "normal", gain: float = 0.02) 
     return net
 
 
+class ReflectionPad2d(nn.ReflectionPad2d):
+    """Reflection padding that keeps the input's dtype under autocast. CPU autocast runs
+    ``reflection_pad2d`` in float32, which doubles the memory traffic around every bf16 convolution
+    of G; padding is exact in any dtype. No parameters: state-dict names are unchanged."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return F.pad(x, self.padding, "reflect")
+
+
 def with_password(x: torch.Tensor, pw: torch.Tensor) -> torch.Tensor:
     """Concatenate the (B, L) password vector, tiled over every pixel, to the (B, 3, H, W) image."""
     if pw.dim() != 2 or pw.shape[0] != x.shape[0]:
@@ -171,7 +181,7 @@ class PasswordGenerator(nn.Module):
 def _upsample(c_in: int, c_out: int, norm: str, resize_conv: bool) -> list[nn.Module]:
     """x2 upsampling: nearest resize + reflect-padded 3x3 conv (with bias), or a transposed conv."""
     if resize_conv:
-        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+        return [nn.Upsample(scale_factor=2, mode="nearest"), ReflectionPad2d(1),
                 nn.Conv2d(c_in, c_out, 3, bias=True), norm_layer(norm)(c_out), nn.ReLU(True)]
     return [nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1, bias=conv_bias(norm)),
             norm_layer(norm)(c_out), nn.ReLU(True)]
@@ -181,10 +191,10 @@ class ResnetBlock(nn.Module):
     def __init__(self, dim: int, norm: str, use_dropout: bool):
         super().__init__()
         bias = conv_bias(norm)
-        layers = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), norm_layer(norm)(dim), nn.ReLU(True)]
+        layers = [ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), norm_layer(norm)(dim), nn.ReLU(True)]
         if use_dropout:
             layers.append(nn.Dropout(0.5))
-        layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), norm_layer(norm)(dim)]
+        layers += [ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), norm_layer(norm)(dim)]
         self.conv_block = nn.Sequential(*layers)
 
     def forward(self, x):
@@ -201,15 +211,15 @@ class ResnetGenerator(PasswordGenerator):
         self.passwd_length = passwd_length
         bias = conv_bias(norm)
         nl = norm_layer(norm)
-        layers = [nn.ReflectionPad2d(3), nn.Conv2d(3 + passwd_length, ngf, 7, bias=bias), nl(ngf), nn.ReLU(True)]
+        layers = [ReflectionPad2d(3), nn.Conv2d(3 + passwd_length, ngf, 7, bias=bias), nl(ngf), nn.ReLU(True)]
         for i in range(2):
             c = ngf * 2 ** i
-            layers += [nn.ReflectionPad2d(1), nn.Conv2d(c, c * 2, 3, stride=2, bias=bias), nl(c * 2), nn.ReLU(True)]
+            layers += [ReflectionPad2d(1), nn.Conv2d(c, c * 2, 3, stride=2, bias=bias), nl(c * 2), nn.ReLU(True)]
         layers += [ResnetBlock(ngf * 4, norm, use_dropout) for _ in range(n_blocks)]
         for i in range(2):
             c = ngf * 2 ** (2 - i)
             layers += _upsample(c, c // 2, norm, use_resize_conv)
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7, bias=True), nn.Tanh()]
+        layers += [ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7, bias=True), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         self._finish(norm)
 
@@ -230,7 +240,7 @@ class UnetBlock(nn.Module):
 
         def up(c_out, with_bias):
             if use_resize_conv:
-                return [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+                return [nn.Upsample(scale_factor=2, mode="nearest"), ReflectionPad2d(1),
                         nn.Conv2d(up_in, c_out, 3, bias=with_bias)]
             return [nn.ConvTranspose2d(up_in, c_out, 4, stride=2, padding=1, bias=with_bias)]
 

@@ -159,3 +159,23 @@ def test_inference_statistics_from_training_are_used_saved_and_restored():
         other.load_state_dict(G.state_dict())
         load_inference_stats(other, inference_stats(G))
         assert torch.equal(other(x, p), together)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_folded_resize_convolution_equals_upsample_pad_conv(bias):
+    from models.networks import ReflectionPad2d, UpsampleConv2d
+    torch.manual_seed(0)
+    fused = UpsampleConv2d(5, 3, 3, bias=bias)
+    plain = torch.nn.Conv2d(5, 3, 3, bias=bias)
+    plain.load_state_dict(fused.state_dict())
+    reference = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2, mode="nearest"), ReflectionPad2d(1), plain)
+    x = torch.randn(2, 5, 7, 6, requires_grad=True)
+    y, y_ref = fused(x), reference(x)
+    assert y.shape == (2, 3, 14, 12)
+    assert torch.allclose(y, y_ref, atol=1e-5)
+    g = torch.randn_like(y)
+    gx, gw = torch.autograd.grad(y, (x, fused.weight), g)
+    gx_ref, gw_ref = torch.autograd.grad(y_ref, (x, plain.weight), g)
+    assert torch.allclose(gx, gx_ref, atol=1e-4) and torch.allclose(gw, gw_ref, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.allclose(fused(x).float(), y_ref, atol=0.1)

@@ -94,5 +94,8 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
+    """Leave the process group together: a process tearing down while a peer still talks to it can
+    abort in gloo's threads."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

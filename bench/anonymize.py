@@ -24,11 +24,9 @@ import os
 import sys
 import tempfile
 import time
-from fractions import Fraction
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import av  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -41,6 +39,7 @@ from utils.config import make_config  # noqa: E402
 from utils.face_detect import DlibDetector  # noqa: E402
 from utils.protect import FacePasswords, FaceProtector, fast_bf16  # noqa: E402
 from utils.protect_video import STAGES, VideoOptions, protect_video  # noqa: E402
+from utils.video import write_video_with_tone  # noqa: E402
 
 
 def load() -> str:
@@ -98,29 +97,16 @@ def make_video(path: str, faces: int, frames: int, fps: int = 30) -> None:
     sprites = [np.ascontiguousarray(data.astronaut()[20:260, 100:340])]
     sprites += [cv2.resize(render_image(0, k, 0)[0], (240, 240), interpolation=cv2.INTER_AREA) for k in (1, 2)]
     bg = cv2.resize(data.coffee(), (w, h), interpolation=cv2.INTER_LINEAR)
-    out = av.open(path, "w")
-    vs = out.add_stream("libx264", rate=fps, options={"crf": "18", "preset": "fast"})
-    vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-    aus = out.add_stream("aac", rate=44100)
-    aus.layout = "mono"
-    for i in range(frames):
+
+    def frame(i):
         img = bg.copy()
         for k in range(faces):
             x, y = 60 + 400 * k + 2 * i, 200 + 80 * (k % 2) + (i % 20)
             img[y:y + 240, x:x + 240] = sprites[k]
-        f = av.VideoFrame.from_ndarray(img, format="rgb24")
-        f.pts, f.time_base = i, Fraction(1, fps)
-        out.mux(vs.encode(f))
-    out.mux(vs.encode())
-    sr, total = 44100, 44100 * frames // fps
-    for s in range(0, total, 1024):
-        k = min(1024, total - s)
-        x = (0.2 * np.sin(2 * np.pi * 330 * np.arange(s, s + k) / sr)).astype(np.float32)[None]
-        af = av.AudioFrame.from_ndarray(x, format="fltp", layout="mono")
-        af.sample_rate, af.pts = sr, s
-        out.mux(aus.encode(af))
-    out.mux(aus.encode())
-    out.close()
+        return img
+
+    write_video_with_tone(path, (frame(i) for i in range(frames)), fps,
+                          vcodec_options={"crf": "18", "preset": "fast"}, tone_hz=330.0, amplitude=0.2)
 
 
 def bench_video(model: InferenceModel, name: str, folder: str, args) -> None:

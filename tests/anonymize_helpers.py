@@ -1,9 +1,6 @@
 """Shared material of the anonymize tests: small checkpoints, faces, a short video with sound."""
 from __future__ import annotations
 
-from fractions import Fraction
-
-import av
 import numpy as np
 import torch
 from skimage import data
@@ -11,6 +8,7 @@ from skimage import data
 from datasets.synthetic import render_image
 from models import build_generator
 from utils.config import make_config
+from utils.video import write_video_with_tone
 
 
 def synthetic_face(label: int = 3, k: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -82,38 +80,16 @@ def make_face_video(path: str, n: int = 24, fps: int = 12, size=(480, 320), audi
     ``rotated``: stored as a phone stores portrait video (pixels turned, display matrix of 90 deg)."""
     w, h = size
     face = data.astronaut()[30:250, 110:330]
-    out = av.open(path, "w")
-    vs = out.add_stream("libx264", rate=fps)
-    vs.width, vs.height = (h, w) if rotated else (w, h)
-    vs.pix_fmt = "yuv420p"
-    if rotated:
-        vs.set_display_rotation(90)
-    aus = None
-    if audio:
-        aus = out.add_stream("aac", rate=44100)
-        aus.layout = "mono"
-    for i in range(n):
+
+    def frame(i):
         img = np.full((h, w, 3), 90, np.uint8)
         x, y = 10 + (3 * i if moving else 0), (h - 220) // 2
         img[y:y + 220, x:x + 220] = face
-        if rotated:  # stored turned clockwise; the display matrix turns it back
-            img = np.ascontiguousarray(np.rot90(img, -1))
-        f = av.VideoFrame.from_ndarray(img, format="rgb24")
-        f.pts, f.time_base = i, Fraction(1, fps)
-        out.mux(vs.encode(f))
-    out.mux(vs.encode())
-    if aus is not None:
-        sr = 44100
-        total = sr * n // fps
-        for s in range(0, total, 1024):
-            k = min(1024, total - s)
-            x = (0.3 * np.sin(2 * np.pi * 440 * np.arange(s, s + k) / sr)).astype(np.float32)[None]
-            af = av.AudioFrame.from_ndarray(x, format="fltp", layout="mono")
-            af.sample_rate, af.pts = sr, s
-            out.mux(aus.encode(af))
-        out.mux(aus.encode())
-    out.close()
-    return path
+        # rotated: stored turned clockwise; the display matrix turns it back
+        return np.ascontiguousarray(np.rot90(img, -1)) if rotated else img
+
+    return write_video_with_tone(path, (frame(i) for i in range(n)), fps, acodec="aac" if audio else None,
+                                 rotation=90 if rotated else None)
 
 
 def one_thread():

@@ -168,7 +168,7 @@ def test_default_output_is_the_projects_qualitative_results_folder(run, monkeypa
 def test_the_default_batch_is_the_runs_batch_per_gpu(run, tmp_path):
     cfg = tiny_config(str(tmp_path), str(tmp_path), batch_size=48)
     assert ip.per_process_batch(str(tmp_path), cfg) == 48  # no log: the config's batch
-    (tmp_path / "log.txt").write_text("[2026-01-01 00:00:00] device: cuda:0, processes: 4, batch 12 per process, "
+    (tmp_path / "log.txt").write_text("[2026-01-01 00:00:00] device: cuda, processes: 4, batch 12 per process, "
                                       "amp: bf16, channels_last: True\n")
     assert ip.per_process_batch(str(tmp_path), cfg) == 12
     with open(os.path.join(run.dir, "log.txt"), encoding="utf-8") as f:  # the line training writes

@@ -1,13 +1,12 @@
 """Video read/write: frame count, timing, rotation and copied audio survive a pass through."""
 import os
 import warnings
-from fractions import Fraction
 
 import av
 import numpy as np
 import pytest
 
-from utils.video import (TruncatedVideoWarning, VideoError, VideoReader, VideoWriter, _inverse,
+from utils.video import (TruncatedVideoWarning, VideoError, VideoReader, VideoWriter, _inverse, write_video_with_tone,
                          _matrix_from_rotate_tag, _orient, _orientation, process_video)
 
 W, H, N, FPS = 160, 120, 30, 15
@@ -24,32 +23,9 @@ def coded_frame(i: int) -> np.ndarray:
 
 def make_video(path, *, n=N, rotation=None, vcodec="libx264", acodec="aac", pts=None, faststart=False):
     """n frames W x H at FPS (pts in 1/FPS units unless given) plus a 440 Hz mono audio track."""
-    out = av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {})
-    vs = out.add_stream(vcodec, rate=FPS)
-    vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p"
-    if rotation is not None:
-        vs.set_display_rotation(rotation)
-    aus = None
-    if acodec:
-        aus = out.add_stream(acodec, rate=48000 if acodec == "libopus" else 44100)
-        aus.layout = "mono"
-    for i in range(n):
-        f = av.VideoFrame.from_ndarray(coded_frame(i), format="rgb24")
-        f.pts, f.time_base = (i if pts is None else pts[i]), Fraction(1, FPS)
-        out.mux(vs.encode(f))
-    out.mux(vs.encode())
-    if aus is not None:
-        sr = aus.rate
-        total = sr * n // FPS
-        for s in range(0, total, 960):
-            k = min(960, total - s)
-            x = (0.3 * np.sin(2 * np.pi * 440 * np.arange(s, s + k) / sr)).astype(np.float32)[None]
-            af = av.AudioFrame.from_ndarray(x, format="fltp", layout="mono")
-            af.sample_rate, af.pts = sr, s
-            out.mux(aus.encode(af))
-        out.mux(aus.encode())
-    out.close()
-    return str(path)
+    return write_video_with_tone(path, (coded_frame(i) for i in range(n)), FPS, vcodec=vcodec, acodec=acodec,
+                                 rotation=rotation, pts=pts,
+                                 container_options={"movflags": "faststart"} if faststart else None)
 
 
 def audio_packets(path):

@@ -541,3 +541,45 @@ def process_video(src: str | os.PathLike, dst: str | os.PathLike,
                 raise ValueError(f"the frame function must return a uint8 array of shape {batch.images.shape}")
             writer.write_batch(out, batch.pts)
     return reader.info
+
+
+def write_video_with_tone(path: str | os.PathLike, frames, fps: int, *, vcodec: str = "libx264",
+                          vcodec_options: dict | None = None, acodec: str | None = "aac", tone_hz: float = 440.0,
+                          amplitude: float = 0.3, rotation: float | None = None, pts=None,
+                          container_options: dict | None = None) -> str:
+    """Encode RGB frames (uint8 HxWx3, frames stored as given) into a new video, with a mono sine
+    tone as its audio track (``acodec=None``: none). For demos, benchmarks and tests that need a
+    video with sound; ``rotation`` writes a display matrix (counter-clockwise degrees), ``pts`` custom
+    frame timestamps in 1/fps units."""
+    frames = list(frames)
+    if not frames:
+        raise ValueError("no frames to write")
+    h, w = frames[0].shape[:2]
+    out = av.open(str(path), "w", options=container_options or {})
+    try:
+        vs = out.add_stream(vcodec, rate=fps, options=vcodec_options or {})
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        if rotation is not None:
+            vs.set_display_rotation(rotation)
+        aus = None
+        if acodec:
+            aus = out.add_stream(acodec, rate=48000 if acodec == "libopus" else 44100)
+            aus.layout = "mono"
+        for i, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            f.pts, f.time_base = (i if pts is None else pts[i]), Fraction(1, fps)
+            out.mux(vs.encode(f))
+        out.mux(vs.encode())
+        if aus is not None:
+            sr = aus.rate
+            total = sr * len(frames) // fps
+            for s in range(0, total, 960):  # 960: a frame size every audio codec here accepts
+                t = np.arange(s, min(s + 960, total)) / sr
+                af = av.AudioFrame.from_ndarray((amplitude * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)[None],
+                                                format="fltp", layout="mono")
+                af.sample_rate, af.pts = sr, s
+                out.mux(aus.encode(af))
+            out.mux(aus.encode())
+    finally:
+        out.close()
+    return str(path)

@@ -239,20 +239,21 @@ def prepare_landmarks(folder: str, output: str, *, labels_from_subfolders: bool 
     return report
 
 
+def _list(log: Callable[[str], None], header: str, items: list, shown: int = 10) -> None:
+    """A header, then the first ``shown`` (path, reason) pairs and how many more there are."""
+    log(header)
+    for rel, why in items[:shown]:
+        log(f"  {rel}: {why}")
+    if len(items) > shown:
+        log(f"  ... and {len(items) - shown} more")
+
+
 def _summarize(r: PrepareReport, log: Callable[[str], None]) -> None:
     log(f"wrote {r.output}: {r.written} of {r.total_images} images with landmarks"
         + (f" ({r.resumed} done by the earlier run)" if r.resumed else ""))
     if r.no_face:
-        log(f"no landmarks for {len(r.no_face)} images (list: {r.noface_list}):")
-        for rel, why in r.no_face[:10]:
-            log(f"  {rel}: {why}")
-        if len(r.no_face) > 10:
-            log(f"  ... and {len(r.no_face) - 10} more")
+        _list(log, f"no landmarks for {len(r.no_face)} images (list: {r.noface_list}):", r.no_face)
     if r.skipped:
-        log(f"skipped {len(r.skipped)} files:")
-        for rel, why in r.skipped[:10]:
-            log(f"  {rel}: {why}")
-        if len(r.skipped) > 10:
-            log(f"  ... and {len(r.skipped) - 10} more")
+        _list(log, f"skipped {len(r.skipped)} files:", r.skipped)
     if r.exif_rotated:
         log(f"note: {r.exif_rotated} images carry an EXIF rotation; landmarks refer to their stored pixels")

@@ -65,6 +65,17 @@ class VideoOutcome:
     timings: dict = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
 
+
+def _timed(batches, timings: dict):
+    """Yield the reader's frame batches, adding the time spent decoding each to timings['decode']."""
+    while True:
+        t = time.perf_counter()
+        batch = next(batches, None)
+        timings["decode"] += time.perf_counter() - t
+        if batch is None:
+            return
+        yield batch
+
 def _frames_of(seconds: float, fps: Fraction) -> int:
     return max(0, round(seconds * float(fps)))
 
@@ -78,12 +89,7 @@ def find_tracks(fp: FaceProtector, src: str, opt: VideoOptions,
     with VideoReader(src) as reader:
         info = reader.info
         batches = reader.batches(opt.batch_frames, progress="find faces" if opt.progress else False)
-        while True:
-            t = time.perf_counter()
-            batch = next(batches, None)
-            timings["decode"] += time.perf_counter() - t
-            if batch is None:
-                break
+        for batch in _timed(batches, timings):
             t = time.perf_counter()
             for i, image in enumerate(batch.images):
                 index = batch.start + i
@@ -113,12 +119,7 @@ def render(fp: FaceProtector, src: str, dst: str, tracks: list[tuple[int, int, n
     label = ("recover" if inverse else "anonymize") if opt.progress else False
     with VideoReader(src) as reader, VideoWriter(dst, reader.info, overwrite=overwrite, crf=opt.crf) as writer:
         batches = reader.batches(opt.batch_frames, progress=label)
-        while True:
-            t = time.perf_counter()
-            batch = next(batches, None)
-            timings["decode"] += time.perf_counter() - t
-            if batch is None:
-                break
+        for batch in _timed(batches, timings):
             t = time.perf_counter()
             jobs = [by_frame.get(batch.start + i, []) for i in range(len(batch.images))]
             crops = [cut_crops(im, [m for _, m in job], fp.size) for im, job in zip(batch.images, jobs)]

@@ -179,3 +179,25 @@ def test_folded_resize_convolution_equals_upsample_pad_conv(bias):
     assert torch.allclose(gx, gx_ref, atol=1e-4) and torch.allclose(gw, gw_ref, atol=1e-4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.allclose(fused(x).float(), y_ref, atol=0.1)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_password_bias_first_convolution_equals_concatenated_channels(train):
+    """The resnet G folds the constant password channels into a per-image bias of its first
+    convolution: the same function and gradients as convolving the concatenated input."""
+    from models.networks import with_password
+    torch.manual_seed(0)
+    G = build_generator(make_config(ngf=8, which_model_netG="resnet_6blocks")).train(train)
+    x = (torch.rand(4, 3, 32, 32) * 2 - 1).requires_grad_(True)
+    p = torch.randn(4, 16)
+    y, y_ref = G._run(x, p), G.model(with_password(x, p))
+    assert torch.allclose(y, y_ref, atol=1e-5)
+    g = torch.randn_like(y)
+    w = G.model[1].weight
+    gx, gw = torch.autograd.grad(y, (x, w), g)
+    gx_ref, gw_ref = torch.autograd.grad(y_ref, (x, w), g)
+    for a, b in ((gx, gx_ref), (gw, gw_ref)):
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+    assert gw[:, 3:].abs().sum() > 0  # the password weights learn
+    with pytest.raises(ValueError, match="password vector"):
+        G._run(x, p[:, :8])

@@ -133,34 +133,29 @@ class ReflectionPad2d(nn.ReflectionPad2d):
             return F.pad(x, self.padding, "reflect")
 
 
-# Phase matrices of a nearest x2 upsampling: row a of the output reads low-resolution offsets
-# (-1, 0, +1) with the 3x3 kernel's rows (u = -1, 0, +1) summed as below.
-_PHASES = torch.tensor([[[1, 0, 0], [0, 1, 1], [0, 0, 0]],    # even output rows/columns
-                        [[0, 0, 0], [1, 1, 0], [0, 0, 1]]],   # odd output rows/columns
-                       dtype=torch.float32)
+# Nearest x2 upsampling then a 3x3 convolution is a stride-2 transposed convolution with a 4x4 kernel:
+# output row 2m + a reads input rows m - 1 + a and m + a, and the transposed kernel's row k holds the
+# sum of the 3x3 kernel's rows (u = 0, 1, 2) that land on the same input row: k = 0 and 2 serve odd
+# output rows, k = 1 and 3 even ones.
+_UP_TAPS = torch.tensor([[0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0]], dtype=torch.float32)
 
 
 class UpsampleConv2d(nn.Conv2d):
-    """Nearest x2 upsampling, reflection padding 1 and a 3x3 convolution, computed without building
-    the upsampled image: each of the four output phases is a 3x3 convolution of the low-resolution
-    input (edge-replicated, which equals reflecting the upsampled image), and pixel_shuffle
-    interleaves them. Exactly the same function and parameters as the three layers it replaces (the
-    resize-convolution of the paper's G), with the same multiply-adds but no 4x-sized intermediate
-    tensors to write, pad and read back (G forward+backward, batch 12, bf16 on 2 CPU cores:
-    1.55 -> 1.38 s).
+    """Nearest x2 upsampling, reflection padding 1 and a 3x3 convolution (the resize-convolution of the
+    paper's G), computed without building the upsampled image: a transposed convolution, stride 2, of
+    the edge-replicated low-resolution input (replicating the input equals reflecting the upsampled
+    image). Same function and parameters as the three layers it replaces, with 4 instead of 9
+    multiply-adds per output value and input channel, and no 4x-sized intermediate tensors (forward and
+    backward of G's 256 -> 128 layer at batch 12 on 2 CPU cores: 223 -> 148 ms in fp32, 109 -> 62 ms
+    in bf16).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = _PHASES.to(self.weight.device, self.weight.dtype)
-        w = torch.einsum("aku,oiuv,blv->oabikl", p, self.weight, p)  # (out, 2, 2, in, 3, 3)
-        w = w.reshape(-1, *w.shape[3:])  # out * 4 + phase, as pixel_shuffle expects
-        b = None if self.bias is None else self.bias.repeat_interleave(4)
+        taps = _UP_TAPS.to(self.weight.device, self.weight.dtype)
+        w = torch.einsum("ku,oiuv,lv->iokl", taps, self.weight, taps)  # (in, out, 4, 4)
         with torch.autocast(x.device.type, enabled=False):
             x = F.pad(x, (1, 1, 1, 1), mode="replicate")
-        if torch.is_autocast_enabled(x.device.type):
-            dtype = torch.get_autocast_dtype(x.device.type)
-            x, w, b = x.to(dtype), w.to(dtype), None if b is None else b.to(dtype)
-        return F.pixel_shuffle(F.conv2d(x, w, b), 2)
+        return F.conv_transpose2d(x, w, self.bias, stride=2, padding=3)
 
 
 def with_password(x: torch.Tensor, pw: torch.Tensor) -> torch.Tensor:

@@ -50,8 +50,10 @@ class AngleLinear(nn.Module):
             x = x.float()
             w = self.weight.float()
             x_norm = x.norm(dim=1, keepdim=True)
-            w_unit = w / w.norm(dim=0, keepdim=True).clamp_min(1e-12)
-            cos = (x @ w_unit / x_norm.clamp_min(1e-12)).clamp(-1, 1)
+            # x @ (w / |w|) as (x @ w) / |w|: the division runs over the (B, classes) product instead
+            # of the (512, classes) weight, in the forward and the backward pass
+            w_norm = w.norm(dim=0, keepdim=True).clamp_min(1e-12)
+            cos = ((x @ w) / (x_norm.clamp_min(1e-12) * w_norm)).clamp(-1, 1)
             k = torch.floor(self.m * torch.acos(cos.detach()) / math.pi)
             sign = 1 - 2 * torch.remainder(k, 2)  # (-1)^k
             phi = sign * self._cos_m(cos) - 2 * k
@@ -92,6 +94,20 @@ class AngleLoss(nn.Module):
         self.it = int(state["it"])
 
 
+class PReLU(nn.PReLU):
+    """``nn.PReLU`` (same parameter, same values) written as relu(x) - a relu(-x), which is exactly
+    max(0, x) + a min(0, x) in any dtype. Its backward runs on vectorised elementwise kernels: in
+    SphereFace's forward and backward pass at batch 60, bf16 on 2 CPU cores, 1.04 -> 0.94 s against
+    the native PReLU kernels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2) if self.num_parameters > 1 else (1,)
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        x = x.to(dtype)
+        a = self.weight.to(dtype).view(shape)
+        return F.relu(x) - a * F.relu(-x)
+
+
 def _c(ch: int, width: float) -> int:
     return max(8, int(round(ch * width)))
 
@@ -108,10 +124,10 @@ class Sphere20a(nn.Module):
         for stage, ch, units in _STAGES:
             ch = _c(ch, width)
             self.add_module(f"conv{stage}_1", nn.Conv2d(c_in, ch, 3, 2, 1))
-            self.add_module(f"relu{stage}_1", nn.PReLU(ch))
+            self.add_module(f"relu{stage}_1", PReLU(ch))
             for j in range(2, 2 + 2 * units):
                 self.add_module(f"conv{stage}_{j}", nn.Conv2d(ch, ch, 3, 1, 1))
-                self.add_module(f"relu{stage}_{j}", nn.PReLU(ch))
+                self.add_module(f"relu{stage}_{j}", PReLU(ch))
             c_in = ch
         for _ in _STAGES:  # each stage: 3x3 conv, stride 2, padding 1 -> ceil(n / 2)
             h, w = (h + 1) // 2, (w + 1) // 2

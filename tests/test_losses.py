@@ -98,3 +98,22 @@ def test_image_pool_state_round_trip():
     copy.load_state_dict(state)
     x = torch.randn(6, 3, 2, 2)
     assert torch.equal(pool.query(x, 3), copy.query(x, 3))
+
+
+def test_sphereface_prelu_equals_the_native_prelu_exactly():
+    import torch.nn.functional as F
+    from models.sphereface import PReLU
+    torch.manual_seed(0)
+    m = PReLU(4)
+    torch.nn.init.uniform_(m.weight, -1, 1)
+    x = torch.randn(3, 4, 5, 6, requires_grad=True)
+    y, y_ref = m(x), F.prelu(x, m.weight)
+    assert torch.equal(y, y_ref)
+    g = torch.randn_like(y)
+    for a, b in zip(torch.autograd.grad(y, (x, m.weight), g), torch.autograd.grad(y_ref, (x, m.weight), g)):
+        assert torch.allclose(a, b, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, y_ref = m(x), F.prelu(x, m.weight)
+    assert y.dtype == y_ref.dtype == torch.bfloat16 and torch.equal(y, y_ref)
+    single = PReLU()
+    assert torch.equal(single(x), F.prelu(x, single.weight))

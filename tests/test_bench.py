@@ -1,0 +1,21 @@
+"""The benchmark scripts run and print the figures they promise (tiny sizes; the figures themselves are
+measured by running the scripts, not here)."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_train_step_benchmark_prints_its_figures():
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "train_step.py"), "--batch", "2", "--size", "64",
+                          "--steps", "1", "--warmup", "0", "--devices", "cpu"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    assert re.search(r"dominant convolution alone: fp32 \d+ GFLOP/s, bf16 \d+ GFLOP/s", out)
+    steps = re.findall(r"cpu \(CPU\) (fp32|bf16)\s*: ([\d.]+) s/step .* ([\d.]+) img/s, (\d+) GFLOP/step, (\d+) GFLOP/s", out)
+    assert [s[0] for s in steps] == ["fp32", "bf16"], out
+    for _, sec, img_s, gflop, gflops in steps:
+        assert float(sec) > 0 and abs(float(img_s) - 2 / float(sec)) < 0.02 * float(img_s) + 0.01
+        assert int(gflop) > 100 and int(gflops) > 0  # the paper's networks at 64x64, batch 2: ~370 GFLOP
+    assert re.search(r"bf16 speed-up over fp32: [\d.]+x", out)

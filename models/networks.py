@@ -352,9 +352,18 @@ class MultiscaleSeparatedDiscriminator(nn.Module):
         self.downsample = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
 
     def forward(self, x: torch.Tensor, name: str) -> list[torch.Tensor]:
+        return [self.head(x, name), self.shared(x)]
+
+    def head(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """The full-resolution map of head ``name``."""
         if name not in self.HEADS:
             raise ValueError(f"discriminator head must be one of {self.HEADS}, got {name!r}")
-        return [getattr(self, "layer1_" + name)(x), self.FE(self.downsample(x))]
+        return getattr(self, "layer1_" + name)(x)
+
+    def shared(self, x: torch.Tensor) -> torch.Tensor:
+        """The half-resolution map of the head all kinds share: computed once when one batch meets
+        every head (the real images in the D phase)."""
+        return self.FE(self.downsample(x))
 
 
 # ---- password classifier ------------------------------------------------------------------------

@@ -180,7 +180,8 @@ class Objective:
                      "R": self.pools["R"].query(det["R"], B),
                      "WR": self.pools["WR"].query(torch.cat([det["WR1"], det["WR2"]]), B)}
             gan_fake = {h: self.gan(D(self._fmt(fakes[h]), h), False) for h in HEADS}
-            gan_real = {h: self.gan(D(real, h), True) for h in HEADS}
+            shared_real = D.shared(real)  # the same map for every head: computed once, its gradients summed
+            gan_real = {h: self.gan([D.head(real, h), shared_real], True) for h in HEADS}
             loss_gan = cfg["lambda_GAN"] * 0.5 * (self._gan_mean(gan_fake) + self._gan_mean(gan_real))
             loss_D = loss_fr + loss_gan
         loss_D.backward()

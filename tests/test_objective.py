@@ -43,6 +43,13 @@ def test_one_step_equals_the_spec_written_out(monkeypatch):
     obj = Objective(cfg, nets, "cpu")
     batch = tiny_batch()
     pw = draw_step_passwords(3, 16, torch.Generator().manual_seed(3))
+    d_grads = {}
+    d_step = obj.opt_D.step
+
+    def capture_d_grads(*args, **kwargs):
+        d_grads.update({k: p.grad.clone() for k, p in obj.nets.D.named_parameters()})
+        return d_step(*args, **kwargs)
+    monkeypatch.setattr(obj.opt_D, "step", capture_d_grads)
     logs = obj.step(batch, pw)
 
     I, y = batch["image"], batch["label"]
@@ -94,6 +101,18 @@ def test_one_step_equals_the_spec_written_out(monkeypatch):
         assert logs["dis"].item() == pytest.approx(dis.item(), rel=1e-4)
         assert logs["recon"].item() == pytest.approx((R - I).abs().mean().item(), rel=1e-5)
     assert obj.angle.it == 7  # four A-Softmax calls in the D phase, three in the G phase
+
+    # D's gradients in the D phase (the shared half-resolution map of the real images is computed once
+    # there): the same as every head's call written out separately
+    d_loss = L["lambda_GAN"] * 0.5 * (
+        (wM * mse_to(D0(torch.cat([M, M2]), "M"), 0) + wR * mse_to(D0(R, "R"), 0)
+         + wWR * mse_to(D0(torch.cat([WR1, WR2]), "WR"), 0)) / (wM + wR + wWR)
+        + (wM * mse_to(D0(I, "M"), 1) + wR * mse_to(D0(I, "R"), 1) + wWR * mse_to(D0(I, "WR"), 1)) / (wM + wR + wWR))
+    names = [k for k, _ in D0.named_parameters()]
+    expected = torch.autograd.grad(d_loss, [p for _, p in D0.named_parameters()])
+    assert set(d_grads) == set(names)
+    for k, g in zip(names, expected):
+        assert torch.allclose(d_grads[k], g, rtol=1e-4, atol=1e-6), k
 
 
 def snapshot(module):

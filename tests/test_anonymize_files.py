@@ -1,7 +1,6 @@
 """anonymize.py on photos and folders: mirroring, records, recovery, and every kind of bad input."""
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -12,6 +11,7 @@ from PIL import Image
 
 import anonymize
 from tests.anonymize_helpers import astronaut_head, one_thread, save_small_checkpoint, synthetic_face
+from tests.file_helpers import tree_digest
 from utils.protect_io import decode_photo, encode_photo, load_photo
 from utils.protect_record import PNG_KEY, Record
 
@@ -39,16 +39,6 @@ def save(path, array, **kw):
     return str(path)
 
 
-def digest(folder) -> dict:
-    out = {}
-    for root, _, files in os.walk(folder):
-        for f in files:
-            p = os.path.join(root, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, folder)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
-
-
 @pytest.fixture(scope="module")
 def photo_folder(tmp_path_factory):
     d = tmp_path_factory.mktemp("photos")
@@ -66,12 +56,12 @@ def photo_folder(tmp_path_factory):
 
 
 def test_folder_is_mirrored_with_summary(photo_folder, tmp_path, ckpt, capsys):
-    before = digest(photo_folder)
+    before = tree_digest(photo_folder)
     out = tmp_path / "out"
     assert cli(photo_folder, "-o", out, "--password-env", "FIT_PW", ckpt=ckpt) == 1  # two bad files
     text = capsys.readouterr().out
-    assert digest(photo_folder) == before  # the input is never written
-    files = sorted(digest(out))
+    assert tree_digest(photo_folder) == before  # the input is never written
+    files = sorted(tree_digest(out))
     assert files == sorted(["a/astronaut.png", "a/b/astronaut.jpg", "a/b/astronaut.jpg.record.json", "face.png",
                             "empty.png", "empty.png.record.json"])
     assert "files: 6 (6 photos, 0 videos)" in text
@@ -89,8 +79,8 @@ def test_folder_is_mirrored_with_summary(photo_folder, tmp_path, ckpt, capsys):
     assert cli(out, "-o", back, "--recover", "--password-env", "FIT_PW", ckpt=ckpt) == 0
     text = capsys.readouterr().out
     assert "faces recovered: 3" in text and "approximate" not in text
-    assert sorted(digest(back)) == ["a/astronaut.png", "a/b/astronaut.jpg", "empty.png", "face.png"]
-    assert digest(back)["empty.png"] == before["empty.png"]
+    assert sorted(tree_digest(back)) == ["a/astronaut.png", "a/b/astronaut.jpg", "empty.png", "face.png"]
+    assert tree_digest(back)["empty.png"] == before["empty.png"]
 
 
 def test_png_output_is_lossless_outside_faces(ckpt, tmp_path, capsys):

@@ -4,14 +4,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from html.parser import HTMLParser
-from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from tests.demo_run import PAGES, ROWS, demo_batch, make_demo_run, write_losses
+from tests.views_helpers import local_file, parse_page
 from utils.html import (LOSS_PLOT, TRAINING_COLUMNS, ResultsSite, write_static_page,
                         write_table_page)
 from utils.loss_plot import curves, read_losses, render_loss_plot
@@ -19,54 +18,23 @@ from utils.loss_plot import curves, read_losses, render_loss_plot
 IMAGE_NAME = re.compile(r"^(e\d{4}_i\d{8}(_\d+)?|[A-Za-z0-9_.-]+)_r\d{4}_c\d{2}\.png$")
 
 
-class _Refs(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.imgs, self.links, self.cells = [], [], []
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "img":
-            self.imgs.append(a["src"])
-        elif tag == "a":
-            self.links.append(a["href"])
-        elif tag in ("th", "td"):
-            self.cells.append(tag)
-
-
-def refs(page: str) -> _Refs:
-    p = _Refs()
-    with open(page, encoding="utf-8") as f:
-        p.feed(f.read())
-    return p
-
-
-def local_target(page: str, href: str) -> str:
-    """The file a relative link of ``page`` points to; fails on absolute or escaping links."""
-    parts = urlsplit(href)
-    assert not parts.scheme and not parts.netloc and not parts.path.startswith("/"), href
-    target = os.path.normpath(os.path.join(os.path.dirname(page), parts.path))
-    assert target.startswith(os.path.dirname(page) + os.sep), f"{href} leaves the site folder"
-    return target
-
-
 def test_every_image_exists_index_links_every_page_and_plot_exists(tmp_path):
     run = make_demo_run(str(tmp_path / "run"))
     for key, site in (("web", run["web"]), ("test_web", run["test_web"])):
         index = os.path.join(site.root_dir, "index.html")
-        idx = refs(index)
+        idx = parse_page(index)
         pages = [p[3] for p in site.pages()]
         assert sorted(pages) == sorted(os.path.basename(p) for p in run["pages"][key])
         assert idx.links == pages  # every page, newest first, nothing else
         plot = os.path.join(site.root_dir, LOSS_PLOT)
-        assert [local_target(index, s) for s in idx.imgs] == [plot]
+        assert [local_file(index, s) for s in idx.imgs] == [plot]
         with Image.open(plot) as im:
             assert im.format == "PNG" and im.width > 300 and im.height > 150
         for page in run["pages"][key]:
-            r = refs(page)
+            r = parse_page(page)
             assert len(r.imgs) == ROWS * len(TRAINING_COLUMNS)
             for src in r.imgs:
-                assert os.path.isfile(local_target(page, src)), src
+                assert os.path.isfile(local_file(page, src)), src
                 assert IMAGE_NAME.match(os.path.basename(src)), src
             assert "index.html" in r.links
     newest_first = [p[1] for p in run["web"].pages()]
@@ -80,11 +48,11 @@ def test_images_are_saved_exactly_under_neutral_names(tmp_path):
     rows = [[batch["real"][r], batch["anonymized"][r], batch["recovered"][r]] for r in range(ROWS)]
     page = site.add_page(4, 1234, rows, columns)
     assert os.path.basename(page) == "e0004_i00001234.html"
-    r = refs(page)
+    r = parse_page(page)
     for k, src in enumerate(r.imgs):
         row, col = divmod(k, len(columns))
         assert os.path.basename(src) == f"e0004_i00001234_r{row:04d}_c{col:02d}.png"
-        with Image.open(local_target(page, src)) as im:
+        with Image.open(local_file(page, src)) as im:
             np.testing.assert_array_equal(np.asarray(im), rows[row][col])
     names = os.listdir(tmp_path / "web") + os.listdir(tmp_path / "web" / "images")
     assert not any("hunter2" in n for n in names)  # titles never reach file names
@@ -93,14 +61,14 @@ def test_images_are_saved_exactly_under_neutral_names(tmp_path):
 def test_a_second_page_for_the_same_iteration_keeps_the_first(tmp_path):
     site = ResultsSite(str(tmp_path / "web"), "training")
     first = site.add_page(1, 100, demo_batch(0))
-    first_refs = refs(first).imgs
-    before = {s: open(local_target(first, s), "rb").read() for s in first_refs}
+    first_refs = parse_page(first).imgs
+    before = {s: open(local_file(first, s), "rb").read() for s in first_refs}
     second = site.add_page(1, 100, demo_batch(1))  # e.g. after a resume from an earlier checkpoint
     assert os.path.basename(second) == "e0001_i00000100_2.html"
-    assert {s: open(local_target(first, s), "rb").read() for s in first_refs} == before
-    assert refs(first).imgs == first_refs
-    assert set(refs(second).imgs).isdisjoint(first_refs)
-    assert refs(os.path.join(site.root_dir, "index.html")).links == [
+    assert {s: open(local_file(first, s), "rb").read() for s in first_refs} == before
+    assert parse_page(first).imgs == first_refs
+    assert set(parse_page(second).imgs).isdisjoint(first_refs)
+    assert parse_page(os.path.join(site.root_dir, "index.html")).links == [
         "e0001_i00000100_2.html", "e0001_i00000100.html"]
 
 
@@ -112,13 +80,13 @@ def test_index_rebuild_is_idempotent_and_follows_the_log(tmp_path):
     site.write_index()
     site.write_index()
     assert open(index, "rb").read() == once
-    plot_src = refs(index).imgs[0]
+    plot_src = parse_page(index).imgs[0]
     with open(run["losses"], "a", encoding="utf-8") as f:  # the run goes on
         f.write('me": 9.0, "losses": {"G_GAN": 4.0}}\n' + json.dumps(  # the partial line ends
             {"epoch": 3, "iter": 1000, "time": 1.0, "losses": {"G_GAN": 5.0}}) + "\n")
     os.utime(run["losses"], ns=(os.stat(index).st_mtime_ns + 10**9,) * 2)
     site.write_index()
-    assert refs(index).imgs[0] != plot_src  # a new plot under a new URL
+    assert parse_page(index).imgs[0] != plot_src  # a new plot under a new URL
     assert [r["iter"] for r in read_losses(run["losses"])][-2:] == [999, 1000]
 
 
@@ -140,10 +108,10 @@ def test_static_page_reuses_the_builder_and_never_overwrites(tmp_path):
                            row_titles=titles)
     p2 = write_static_page(out, "test_batch", "LFW", batch)
     assert [os.path.basename(p) for p in (p1, p2)] == ["test_batch.html", "test_batch_2.html"]
-    r1, r2 = refs(p1), refs(p2)
+    r1, r2 = parse_page(p1), parse_page(p2)
     assert len(r1.imgs) == ROWS * 3 and len(r2.imgs) == ROWS * len(TRAINING_COLUMNS)
     assert set(r1.imgs).isdisjoint(r2.imgs)
-    assert all(os.path.isfile(local_target(p1, s)) for s in r1.imgs + r2.imgs)
+    assert all(os.path.isfile(local_file(p1, s)) for s in r1.imgs + r2.imgs)
     html = open(p1, encoding="utf-8").read()
     assert all(t in html for t in titles)
 

@@ -7,7 +7,6 @@ passwords never reach file names or files, and that bad input is a one-line erro
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -25,6 +24,7 @@ import main_test_diff_passwds
 import save_visual
 from models.passwords import Password, complement, password_from_text
 from tests.browser import Chromium, artifact_path, require_chromium, serve_directory
+from tests.file_helpers import tree_digest
 from tests.views_helpers import ROOT, TEST_SPLIT_SIZE, local_file, one_thread, parse_page, tiny_config  # noqa: F401
 from utils import inference_pages as ip
 from utils import training
@@ -52,16 +52,6 @@ def cli(script: str, *args: str, env: dict | None = None) -> tuple[subprocess.Co
     proc = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
     return proc, time.perf_counter() - t0
-
-
-def tree_digest(folder: str) -> dict[str, str]:
-    out = {}
-    for dirpath, _, files in os.walk(folder):
-        for f in files:
-            path = os.path.join(dirpath, f)
-            with open(path, "rb") as fh:
-                out[os.path.relpath(path, folder)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
 
 
 def all_text(folder: str) -> str:

@@ -71,8 +71,13 @@ def parse_page(path: str) -> Page:
 
 
 def local_file(page: str, src: str) -> str:
-    """The file a relative link of ``page`` names."""
-    return os.path.normpath(os.path.join(os.path.dirname(page), urlsplit(src).path))
+    """The file a relative link of ``page`` names; fails on absolute links and on links that leave the
+    page's folder (a result site must work wherever it is served from)."""
+    parts = urlsplit(src)
+    assert not parts.scheme and not parts.netloc and not parts.path.startswith("/"), src
+    target = os.path.normpath(os.path.join(os.path.dirname(page), parts.path))
+    assert target.startswith(os.path.dirname(page) + os.sep), f"{src} leaves the site folder"
+    return target
 
 
 @pytest.fixture(scope="module", autouse=True)

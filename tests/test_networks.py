@@ -201,3 +201,30 @@ def test_password_bias_first_convolution_equals_concatenated_channels(train):
     assert gw[:, 3:].abs().sum() > 0  # the password weights learn
     with pytest.raises(ValueError, match="password vector"):
         G._run(x, p[:, :8])
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_shift_sum_convolution_equals_the_plain_convolution(channels_last):
+    import torch.nn.functional as F
+    from models.networks import ShiftSumConv2d
+    torch.manual_seed(0)
+    m = ShiftSumConv2d(8, 3, 7)
+    torch.nn.init.normal_(m.bias)
+    x = torch.randn(2, 8, 20, 18)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    y, y_ref = m(x), F.conv2d(x, m.weight, m.bias)
+    assert y.shape == y_ref.shape == (2, 3, 14, 12)
+    assert y.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert torch.allclose(y, y_ref, atol=1e-5)
+    g = torch.randn_like(y)
+    for a, b in zip(torch.autograd.grad(y, (x, m.weight, m.bias), g),
+                    torch.autograd.grad(y_ref, (x, m.weight, m.bias), g)):
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        y16, y16_ref = m(x), F.conv2d(x, m.weight, m.bias)
+    assert y16.dtype == torch.bfloat16
+    # about one more bf16 rounding than the plain bf16 convolution, never far from it
+    err, err_ref = (y16.float() - y_ref).abs().mean(), (y16_ref.float() - y_ref).abs().mean()
+    assert err <= 3 * err_ref + 1e-6

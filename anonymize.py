@@ -1,20 +1,22 @@
 """Anonymize every face in a photo, a folder or a video with a password; recover them with the same one.
 
     python anonymize.py INPUT -o OUTPUT --checkpoint CKPT [--recover]
-                        [--password-env VAR | --password-file FILE] [--per-face]
+                        [--password-env VAR | --password-file FILE] [--per-face] [--preview DIR]
 
 INPUT is a photo, a video (mp4, mov, mkv, webm) or a folder (its tree is mirrored in OUTPUT). The
 password is asked for on the terminal unless --password-env or --password-file names where it is;
 it is never a command-line argument (``ps`` shows those to every user). A passphrase, or an explicit
 code as ``code:0x1a2b``. Recovery takes the same password. A record of the crops goes inside each
 PNG, or beside other outputs as OUTPUT.record.json; it holds no password. Details: docs/anonymize.md.
+
+Exit codes: 0 every file done; 1 some files failed (the others are done); 2 nothing could start (bad
+arguments, input, output, checkpoint or device; nothing was written); 130 interrupted (Ctrl-C).
+The summary goes to stdout; errors, warnings and skipped files to stderr.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-
-import torch
 
 
 def parse_landmarks(text: str):
@@ -40,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="give every face (every tracked person in a video) its own code, derived from the password")
     ap.add_argument("--record", metavar="FILE", help="recovery of one file: its record, if not inside or beside it")
     ap.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    ap.add_argument("--preview", metavar="DIR",
+                    help="also write every output here (same names), with a box around each face that was transformed")
     ap.add_argument("--blend", choices=["crop", "face"], default="crop",
                     help="replace each face's whole crop (default: closest recovery) or only a feathered ellipse over "
                          "the face (fewer pixels change)")
@@ -77,12 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     from utils.protect import FacePasswords, FaceProtector, fast_bf16
     from utils.protect_run import RunError, RunOptions, plan_outputs, run
     from utils.protect_video import VideoOptions
+    from utils.distributed import pick_device
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = pick_device(args.device)
+    except (RuntimeError, ValueError) as e:
+        print(f"error: --device: {e}", file=sys.stderr)
+        return 2
     opts = RunOptions(recover=args.recover, overwrite=args.overwrite, lossless=args.lossless,
                       max_pixels=int(args.max_megapixels * 1e6), record=args.record, progress=not args.quiet,
+                      preview=args.preview,
                       video=VideoOptions(detect_every=args.detect_every, max_gap_s=args.max_gap,
                                          progress=not args.quiet))
     try:

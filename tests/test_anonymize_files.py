@@ -59,19 +59,23 @@ def test_folder_is_mirrored_with_summary(photo_folder, tmp_path, ckpt, capsys):
     before = tree_digest(photo_folder)
     out = tmp_path / "out"
     assert cli(photo_folder, "-o", out, "--password-env", "FIT_PW", ckpt=ckpt) == 1  # two bad files
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text, err = captured.out, captured.err
     assert tree_digest(photo_folder) == before  # the input is never written
     files = sorted(tree_digest(out))
     assert files == sorted(["a/astronaut.png", "a/b/astronaut.jpg", "a/b/astronaut.jpg.record.json", "face.png",
                             "empty.png", "empty.png.record.json"])
     assert "files: 6 (6 photos, 0 videos)" in text
     assert "faces found: 3; faces anonymized: 3" in text
-    assert "files without faces (copied unchanged): 1\n  empty.png" in text
-    assert "notes.txt: not an image or video file" in text
-    assert "cut.jpg: truncated or corrupt image" in text and "fake.png:" in text
-    assert "written as JPEG: recovery from it degrades" in text
-    with open(photo_folder / "empty.png", "rb") as a, open(out / "empty.png", "rb") as b:
-        assert a.read() == b.read()  # copied unchanged
+    assert "files without faces (pixels unchanged, metadata removed): 1\n  empty.png" in text
+    per_file = text.split("faces anonymized per file:\n")[1].split("files without")[0].splitlines()
+    assert sorted(per_file) == ["  a/astronaut.png: 1", "  a/b/astronaut.jpg: 1", "  empty.png: 0", "  face.png: 1"]
+    # the summary on stdout, every failure, warning and skipped file on stderr
+    assert "notes.txt: not an image or video file" in err and "notes.txt" not in text
+    assert "cut.jpg: truncated or corrupt image" in err and "fake.png:" in err and "cut.jpg" not in text
+    assert "written as JPEG: recovery from it degrades" in err
+    assert "no face found in 1 file(s)" in err and "  empty.png" in err
+    assert np.array_equal(load_photo(str(photo_folder / "empty.png")).native, load_photo(str(out / "empty.png")).native)
     rec = Image.open(out / "a" / "astronaut.png").text[PNG_KEY]
     assert "tall ship" not in rec and Record.from_json(rec).faces
 
@@ -146,10 +150,10 @@ def test_record_mismatch_and_missing_record(ckpt, tmp_path, capsys):
     (tmp_path / "edited.png").write_bytes(_png_with_text(data, PNG_KEY, photo.record.to_json()))
     assert cli(tmp_path / "edited.png", "-o", tmp_path / "r1.png", "--recover", "--password-env", "FIT_PW",
                ckpt=ckpt) == 1
-    assert "does not match this image" in capsys.readouterr().out
+    assert "does not match this image" in capsys.readouterr().err
     other = save_small_checkpoint(str(tmp_path / "other.pth"), seed=7)
     assert cli(dst, "-o", tmp_path / "r2.png", "--recover", "--password-env", "FIT_PW", ckpt=other) == 1
-    assert "another generator" in capsys.readouterr().out
+    assert "another generator" in capsys.readouterr().err
     # no record: faces are detected again (here none: the anonymized face is no face to dlib)
     stripped = tmp_path / "stripped.png"
     Image.fromarray(photo.native).save(stripped)
@@ -180,8 +184,8 @@ def test_pixel_formats_and_exif(ckpt, tmp_path, capsys):
         assert changed.any(), name
         if name.endswith(".png"):  # lossless: the top-left corner is no face and stays bit-identical
             assert not changed[:40, :40].any(), name
-    out = capsys.readouterr().out
-    assert "16-bit colour image" in out and "EXIF orientation 6 applied" in out
+    err = capsys.readouterr().err
+    assert "16-bit colour image" in err and "EXIF orientation 6 applied" in err
     assert load_photo(str(tmp_path / "rotated.jpg")).native.shape == head.shape  # upright
     assert np.array_equal(load_photo(str(tmp_path / "anon_rgba.png")).native[:, :, 3], np.full(head.shape[:2], 77))
 
@@ -195,12 +199,11 @@ def test_refusals_and_small_faces(ckpt, tmp_path, capsys):
     save(big / "small.png", small)
     assert cli(big, "-o", tmp_path / "o", "--password-env", "FIT_PW", "--max-megapixels", "1", "--upsample", "1",
                "--min-face", "60", ckpt=ckpt) == 1
-    out = capsys.readouterr().out
-    assert "large.png: 2000x2000 is 4 megapixels, over the limit of 1" in out
-    assert "anim.gif: has 3 frames (animated or multi-page)" in out
-    assert "1 face(s) smaller than 60 px left as they are" in out
-    with open(big / "small.png", "rb") as a, open(tmp_path / "o" / "small.png", "rb") as b:
-        assert a.read() == b.read()
+    err = capsys.readouterr().err
+    assert "large.png: 2000x2000 is 4 megapixels, over the limit of 1" in err
+    assert "anim.gif: has 3 frames (animated or multi-page)" in err
+    assert "1 face(s) smaller than 60 px left as they are" in err
+    assert np.array_equal(load_photo(str(big / "small.png")).native, load_photo(str(tmp_path / "o" / "small.png")).native)
 
 
 def test_encode_decode_round_trip():

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -38,7 +38,7 @@ from utils.checkpoint import CASIA_MEAN_LANDMARKS, InferenceModel
 from utils.face_detect import DetectedFace, FaceDetector
 from utils.protect_frame import (BLENDS, blend_kind, blend_mask, crop_points, cut_crops, face_transform,
                                  paste_faces, work_rgb)
-from utils.protect_record import Record, RecordError, pixel_sha256
+from utils.protect_record import Record, RecordError, check_face_count, pixel_sha256
 
 __all__ = ["FaceProtector", "FacePasswords", "Outcome", "ApproximateRecoveryWarning", "RecordError",
            "fast_bf16"]
@@ -142,13 +142,15 @@ def fast_bf16(device) -> bool:
 @dataclass
 class Outcome:
     """Result of one photo: the image (same shape and dtype as given), its record (anonymization) or
-    None, the faces processed, the faces too small to process, and whether recovery was approximate."""
+    None, the faces processed, the faces too small to process, whether recovery was approximate, and
+    each processed face's 2x3 image->crop transform (where it was cut and pasted)."""
 
     image: np.ndarray
     record: Record | None
     faces: int
     too_small: int = 0
     approximate: bool = False
+    transforms: list = field(default_factory=list)
 
 
 class FaceProtector:
@@ -220,6 +222,12 @@ class FaceProtector:
                       framing={"mean_landmarks": self.mean_landmarks.tolist(), "source": self.framing_source,
                                "mask": self.mask.name})
 
+    def record_min_face(self, record: Record) -> float:
+        """The smallest face a record can hold: the smaller of its detector's and this one's min_face."""
+        sizes = [getattr(self.detector, "min_face", None), record.detector.get("min_face")]
+        sizes = [float(v) for v in sizes if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0]
+        return min(sizes) if sizes else 32.0
+
     def use_record_framing(self, record: Record) -> "FaceProtector":
         """This protector with the record's framing and blend mask (recovery blends where anonymization
         did), or self when they are the same."""
@@ -273,6 +281,7 @@ class FaceProtector:
         if recover and record is not None:
             if record.kind != "image":
                 raise RecordError("this record belongs to a video, not a photo")
+            check_face_count(len(record.faces), native.shape[1], native.shape[0], self.record_min_face(record))
             record.check_model(self.model)
             out = record.output
             if out.get("sha256") != pixel_sha256(native):
@@ -308,7 +317,7 @@ class FaceProtector:
             rec = fp.record("image", passwords.scope, detector)
             rec.faces = [{"key": k, "transform": [float(v) for v in m.reshape(-1)]} for k, m in zip(keys, transforms)]
             rec.output = native_info(result)
-        return Outcome(result, rec, len(keys), too_small, approximate)
+        return Outcome(result, rec, len(keys), too_small, approximate, transforms)
 
     def anonymize(self, image: np.ndarray, password, landmarks=None) -> tuple[np.ndarray, Record]:
         out = self.process(image, password, landmarks=landmarks)

@@ -248,3 +248,16 @@ def work_rgb(native: np.ndarray) -> np.ndarray:
     if c in (3, 4):
         return np.ascontiguousarray(a[:, :, :3])
     raise ValueError(f"images must have 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA) channels, got {c}")
+
+
+def draw_face_boxes(native: np.ndarray, transforms, size: int, colour=(255, 0, 255)) -> np.ndarray:
+    """An 8-bit RGB copy of ``native`` with the outline of every face's crop (the square the
+    generator replaced, turned and scaled as the face was) drawn on it: a preview of what was covered."""
+    rgb = work_rgb(native).copy()
+    h, w = rgb.shape[:2]
+    thick = max(2, round(min(h, w) / 300))
+    square = np.array([[0, 0, 1], [size - 1, 0, 1], [size - 1, size - 1, 1], [0, size - 1, 1]], np.float64)
+    for m in transforms:
+        corners = square @ invert(np.asarray(m, np.float64).reshape(2, 3)).T
+        cv2.polylines(rgb, [np.round(corners).astype(np.int32)], True, colour, thick, cv2.LINE_AA)
+    return rgb

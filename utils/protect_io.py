@@ -32,12 +32,13 @@ from utils.prepare_landmarks import IMAGE_EXTENSIONS
 from utils.protect_record import PNG_KEY, Record
 
 __all__ = ["PhotoError", "Photo", "load_photo", "decode_photo", "encode_photo", "output_extension",
-           "IMAGE_EXTENSIONS", "LOSSY_EXTENSIONS", "DEFAULT_MAX_PIXELS"]
+           "IMAGE_EXTENSIONS", "LOSSY_EXTENSIONS", "WRITABLE_EXTENSIONS", "DEFAULT_MAX_PIXELS"]
 
 DEFAULT_MAX_PIXELS = 100_000_000
 LOSSY_EXTENSIONS = {".jpg", ".jpeg"}
 _PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP", ".tif": "TIFF",
                 ".tiff": "TIFF", ".ppm": "PPM", ".pgm": "PPM"}
+WRITABLE_EXTENSIONS = frozenset(_PIL_FORMATS)  # photo outputs (GIF is read, never written: 256 colours)
 _CONVERTED = {"1": "L", "P": None, "PA": "RGBA", "RGBX": "RGB", "RGBa": "RGBA", "La": "LA", "CMYK": "RGB",
               "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
 

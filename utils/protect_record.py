@@ -172,6 +172,32 @@ def _check_tracks(tracks, where: str) -> list:
     return out
 
 
+def max_faces(width: int, height: int, min_face: float) -> int:
+    """How many faces of side ``min_face`` px fit side by side in a width x height image: the most a
+    record can list for it (more can only come from a damaged or crafted record)."""
+    m = max(float(min_face), 1.0)
+    return max(1, int(width // m) * int(height // m))
+
+
+def check_face_count(count: int, width: int, height: int, min_face: float, where: str = "record") -> None:
+    """Refuse a record listing more faces (in one frame) than ``max_faces`` before any work on them."""
+    limit = max_faces(width, height, min_face)
+    if count > limit:
+        raise RecordError(f"{where}: lists {count} faces, but at most {limit} faces of {min_face:g} px fit a "
+                          f"{width}x{height} image; the record is damaged or was not made by this tool")
+
+
+def active_tracks(tracks: list) -> int:
+    """The largest number of tracks that cover one frame (a video record's faces per frame)."""
+    events = sorted([(t["first_frame"], 1) for t in tracks] +
+                    [(t["first_frame"] + len(t["transforms"]), -1) for t in tracks])
+    most = now = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most
+
+
 def read_sidecar(path: str) -> Record | None:
     """The sidecar record of ``path``, or None when there is none."""
     side = sidecar_path(path)

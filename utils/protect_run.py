@@ -1,14 +1,20 @@
 """Run the face protector on a path: one photo, one video, or a folder (its tree mirrored).
 
-Rules: the input is never written to (an output inside the input folder, or equal to the input file,
-is refused); an existing output is refused unless ``overwrite``; every file is written atomically.
-Each file's problem is reported and the run goes on with the next one. Files without faces are
-copied unchanged, with a record that says so (so recovery copies them back instead of guessing).
-Non-image files in a folder are listed and not copied; ``*.record.json`` sidecars are records.
+Rules: the input is never written to: before anything is written, every path the run will write
+(outputs after mirroring and extension changes, their ``.record.json`` records, previews) is
+checked, and the run is refused when one is or lies inside an input, is written twice, exists
+(unless ``overwrite``) or has no writable folder. Every file is written atomically. Each file's
+problem is reported (naming the file) and the run goes on with the next one; a file counts as done
+only once it is written. Every photo is encoded again from its pixels, so no metadata of the input
+reaches the output; files without faces keep their pixels (videos: their packets) and get a record
+that says so (so recovery copies them back instead of guessing). Non-image files, hidden files and
+special files (FIFOs, devices: never opened) in a folder are listed and not copied;
+``*.record.json`` sidecars are records.
 """
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -16,8 +22,9 @@ from typing import Callable
 
 from utils.fileio import atomic_write_bytes, atomic_write_text
 from utils.protect import ApproximateRecoveryWarning, FaceProtector, native_info
-from utils.protect_io import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, LOSSY_EXTENSIONS, PhotoError, decode_photo,
-                              encode_photo, load_photo, output_extension)
+from utils.protect_frame import draw_face_boxes
+from utils.protect_io import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, LOSSY_EXTENSIONS, WRITABLE_EXTENSIONS, PhotoError,
+                              decode_photo, encode_photo, load_photo, output_extension)
 from utils.protect_record import SIDECAR_SUFFIX, Record, RecordError, read_sidecar, sidecar_path
 from utils.protect_video import VideoOptions, protect_video
 from utils.video import VIDEO_EXTENSIONS, TruncatedVideoWarning, VideoError
@@ -36,6 +43,7 @@ class RunOptions:
     record: str | None = None  # recovery of one file: its record, when not beside/inside it
     video: VideoOptions = field(default_factory=VideoOptions)
     progress: bool = True
+    preview: str | None = None  # a folder: each output again, with a box around every processed face
 
 
 @dataclass
@@ -49,6 +57,7 @@ class Summary:
     no_faces: list = field(default_factory=list)
     skipped: list = field(default_factory=list)  # (path, why): not processed
     failed: list = field(default_factory=list)  # (path, message)
+    per_file: list = field(default_factory=list)  # (path, faces processed, face-frames) of every file written
     warnings: list = field(default_factory=list)  # (path, message)
 
     @property
@@ -66,8 +75,38 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+def _special(path: str) -> str | None:
+    """Why ``path`` is not a regular file (a FIFO would block the run, a device never ends), or None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+    return f"{kind}: skipped, never opened"
+
+
+def _output_extension(ext: str, kind: str, opts: RunOptions) -> str:
+    if kind == "video":
+        return ext
+    if opts.lossless and not opts.recover and ext.lower() in LOSSY_EXTENSIONS:
+        return ".png"
+    return output_extension(ext)
+
+
+def preview_path(out: str, dst: str, src_is_dir: bool, opts: RunOptions) -> str | None:
+    """Where the preview of the output ``out`` goes: the same name, mirrored in ``opts.preview``."""
+    if not opts.preview:
+        return None
+    rel = os.path.relpath(out, dst) if src_is_dir else os.path.basename(out)
+    return os.path.join(opts.preview, rel)
+
+
 def plan_outputs(src: str, dst: str, opts: RunOptions) -> tuple[list[tuple[str, str, str]], list]:
-    """[(input file, output file, kind)] and the skipped files, after the safety checks."""
+    """[(input file, output file, kind)] and the skipped files [(name, why)], after the safety checks:
+    nothing is written before all of them pass (RunError names the file)."""
     if not os.path.exists(src):
         raise RunError(f"input not found: {src}")
     if os.path.isdir(src):
@@ -79,43 +118,106 @@ def plan_outputs(src: str, dst: str, opts: RunOptions) -> tuple[list[tuple[str, 
             raise RunError(f"{dst} exists; choose another output or pass --overwrite")
         if os.path.exists(dst) and not os.path.isdir(dst):
             raise RunError(f"{dst} is a file, but the input is a folder")
-        jobs, skipped, seen = [], [], {}
+        jobs, skipped, seen, inputs = [], [], {}, set()
         for root, dirs, files in os.walk(src):
+            for d in sorted(d for d in dirs if d.startswith(".")):
+                skipped.append((os.path.relpath(os.path.join(root, d), src) + os.sep,
+                                "hidden folder: not processed, not copied to the output"))
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(files):
                 full = os.path.join(root, name)
                 rel = os.path.relpath(full, src)
-                if name.startswith(".") or name.endswith(SIDECAR_SUFFIX):
+                inputs.add(os.path.realpath(full))
+                if name.endswith(SIDECAR_SUFFIX):  # a record: read with its file
+                    continue
+                if name.startswith("."):
+                    skipped.append((rel, "hidden file: not processed, not copied to the output"))
                     continue
                 kind = kind_of(name)
                 if kind is None:
                     skipped.append((rel, "not an image or video file"))
                     continue
+                why = _special(full)
+                if why:
+                    skipped.append((rel, why))
+                    continue
                 base, ext = os.path.splitext(rel)
-                out_ext = ".png" if opts.lossless and kind == "image" and not opts.recover and \
-                    ext.lower() in LOSSY_EXTENSIONS else (output_extension(ext) if kind == "image" else ext)
-                out = os.path.join(dst, base + out_ext)
+                out = os.path.join(dst, base + _output_extension(ext, kind, opts))
                 if out in seen:
                     skipped.append((rel, f"its output {os.path.relpath(out, dst)} is already written for {seen[out]}"))
                     continue
                 seen[out] = rel
                 jobs.append((full, out, kind))
-        return jobs, skipped
-    kind = kind_of(src) or "image"
-    if os.path.isdir(dst):
-        raise RunError(f"{dst} is a folder; give the output file name, e.g. {os.path.join(dst, os.path.basename(src))}")
-    if os.path.exists(dst):
-        if os.path.samefile(src, dst):
+    else:
+        why = _special(src)
+        if why:
+            raise RunError(f"{src}: {why}")
+        kind = kind_of(src) or "image"
+        if os.path.isdir(dst):
+            raise RunError(f"{dst} is a folder; give the output file name, e.g. "
+                           f"{os.path.join(dst, os.path.basename(src))}")
+        if os.path.exists(dst) and os.path.samefile(src, dst):
             raise RunError(f"the output {dst} is the input itself; anonymize.py never writes into its input")
-        if not opts.overwrite:
-            raise RunError(f"{dst} exists; choose another output or pass --overwrite")
-    if not opts.recover and os.path.exists(sidecar_path(dst)) and not opts.overwrite:
-        raise RunError(f"{sidecar_path(dst)} exists; choose another output or pass --overwrite")
-    if kind == "video" and kind_of(dst) != "video":
-        raise RunError(f"{dst}: a video must be written to {', '.join(sorted(VIDEO_EXTENSIONS))}")
-    if kind == "image" and kind_of(dst) != "image":
-        raise RunError(f"{dst}: a photo must be written to .png, .jpg, .webp, .tif, .bmp or .ppm")
-    return [(src, dst, kind)], []
+        if kind == "video" and kind_of(dst) != "video":
+            raise RunError(f"{dst}: a video must be written to {', '.join(sorted(VIDEO_EXTENSIONS))}")
+        if kind == "image" and os.path.splitext(dst)[1].lower() not in WRITABLE_EXTENSIONS:
+            raise RunError(f"{dst}: photos cannot be written as {os.path.splitext(dst)[1] or 'a file without an extension'}"
+                           f"; use one of {', '.join(sorted(WRITABLE_EXTENSIONS))}")
+        jobs, skipped, inputs = [(src, dst, kind)], [], {os.path.realpath(src)}
+    _check_writes(src, dst, jobs, inputs, opts)
+    return jobs, skipped
+
+
+def _check_writes(src: str, dst: str, jobs: list, inputs: set, opts: RunOptions) -> None:
+    """Every path the run will write (outputs, their records, previews), after every mapping: none may
+    be or lie inside an input, none may be written twice, existing ones only with ``overwrite``, and
+    each must have a folder that can be written. Nothing is written before this passes."""
+    src_dir = os.path.isdir(src)
+    if opts.preview and os.path.exists(opts.preview) and not os.path.isdir(opts.preview):
+        raise RunError(f"--preview {opts.preview} is a file; give a folder")
+    writes: dict[str, str] = {}
+    folders: dict[str, str | None] = {}
+    for path, out, kind in jobs:
+        name = os.path.relpath(path, src) if src_dir else path
+        targets = [(out, "output")]
+        if not opts.recover:
+            targets.append((sidecar_path(out), "record"))
+        prev = preview_path(out, dst, src_dir, opts)
+        if prev:
+            targets.append((prev, "preview"))
+        for target, what in targets:
+            real = os.path.realpath(target)
+            if real in inputs or (src_dir and _inside(real, src)) or _inside(path, real):
+                raise RunError(f"{target}: the {what} of {name} would be written over an input "
+                               f"({'inside the input folder ' + src if src_dir else path}); "
+                               f"choose an output that does not contain the input")
+            if real in writes:
+                raise RunError(f"{target}: the {what} of {name} would replace {writes[real]}; choose other names")
+            writes[real] = f"the {what} of {name}"
+            if os.path.isdir(target):
+                raise RunError(f"{target}: the {what} of {name} is an existing folder")
+            if os.path.lexists(target) and not opts.overwrite:
+                raise RunError(f"{target} exists; choose another output or pass --overwrite")
+            folder = os.path.dirname(os.path.abspath(target))
+            if folder not in folders:
+                folders[folder] = _unwritable(folder)
+            if folders[folder]:
+                raise RunError(f"{target}: cannot write the {what} of {name}: {folders[folder]}")
+
+
+def _unwritable(folder: str) -> str | None:
+    """Why files cannot be created in ``folder`` (made if missing), or None when they can."""
+    probe = folder
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        return f"{probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable (read-only or no permission)"
+    return None
 
 
 def _find_record(path: str, photo_record: Record | None, explicit: str | None) -> Record | None:
@@ -125,45 +227,60 @@ def _find_record(path: str, photo_record: Record | None, explicit: str | None) -
     return photo_record or read_sidecar(path)
 
 
-def run_image(fp: FaceProtector, src: str, dst: str, passwords, opts: RunOptions, s: Summary, name: str) -> None:
+def _write(path: str, data: bytes | str) -> None:
+    """Write atomically; a failure names the file that could not be written."""
+    try:
+        (atomic_write_text if isinstance(data, str) else atomic_write_bytes)(path, data)
+    except OSError as e:
+        raise OutputError(f"cannot write {path} ({e.strerror or e})") from None
+
+
+class OutputError(OSError):
+    """An output that could not be written (full disk, lost permission): the message names it."""
+
+
+def run_image(fp: FaceProtector, src: str, dst: str, passwords, opts: RunOptions, s: Summary, name: str,
+              preview: str | None = None) -> None:
     photo = load_photo(src, opts.max_pixels)
-    s.warnings += [(name, n) for n in photo.notes]
+    notes = [(name, n) for n in photo.notes]
     record = _find_record(src, photo.record, opts.record) if opts.recover else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ApproximateRecoveryWarning)  # reported below instead
         outcome = fp.process(photo.native, passwords, record=record, recover=opts.recover)
+    if outcome.too_small:
+        notes.append((name, f"{outcome.too_small} face(s) smaller than {fp.detector.min_face:g} px left "
+                            f"as they are (set --min-face lower to include them)"))
+    if outcome.approximate:
+        notes.append((name, "no record found: faces were detected again, so recovery is approximate"))
+    ext = os.path.splitext(dst)[1].lower()
+    # Every photo is encoded again from its pixels, faces or not: nothing of the input file but its
+    # pixels and colour profile reaches the output (no EXIF, GPS, XMP, IPTC or maker notes).
+    data, decoded, enc_notes = encode_photo(outcome.image, ext, icc=photo.icc,
+                                            record=outcome.record if outcome.faces else None)
+    notes += [(name, n) for n in enc_notes]
+    _write(dst, data)
+    if not opts.recover and (ext != ".png" or not outcome.faces):  # PNG carries its record inside
+        rec = outcome.record if outcome.faces else fp.record("image", passwords.scope, fp.detector_info())
+        if not outcome.faces:  # a record with no face: recovery then copies the file back
+            rec.output = native_info(decoded)
+        _write(sidecar_path(dst), rec.to_json())
+    if preview:
+        _write(preview, encode_photo(draw_face_boxes(decoded, outcome.transforms, fp.size),
+                                     os.path.splitext(preview)[1])[0])
+    # counted only once everything is written: a failed write is no anonymized face
+    s.warnings += notes
     s.faces_found += outcome.faces + outcome.too_small
     s.too_small += outcome.too_small
-    if outcome.too_small:
-        s.warnings.append((name, f"{outcome.too_small} face(s) smaller than {fp.detector.min_face:g} px left "
-                                 f"as they are (set --min-face lower to include them)"))
-    if outcome.approximate:
-        s.warnings.append((name, "no record found: faces were detected again, so recovery is approximate"))
-    ext = os.path.splitext(dst)[1].lower()
+    s.faces_done += outcome.faces
+    s.per_file.append((name, outcome.faces, 0))
     if outcome.faces == 0:
         s.no_faces.append(name)
-        if ext == os.path.splitext(src)[1].lower():
-            with open(src, "rb") as f:
-                data = f.read()
-        else:
-            data = encode_photo(photo.native, ext, icc=photo.icc)[0]
-        atomic_write_bytes(dst, data)
-        if not opts.recover:  # a record with no face: recovery then copies the file back
-            rec = fp.record("image", passwords.scope, fp.detector_info())
-            rec.output = native_info(decode_photo(data, dst, opts.max_pixels).native)
-            atomic_write_text(sidecar_path(dst), rec.to_json())
-        return
-    s.faces_done += outcome.faces
-    data, _, notes = encode_photo(outcome.image, ext, icc=photo.icc, record=outcome.record)
-    s.warnings += [(name, n) for n in notes]
-    atomic_write_bytes(dst, data)
-    if outcome.record is not None and ext != ".png":
-        atomic_write_text(sidecar_path(dst), outcome.record.to_json())
-    if outcome.record is not None and ext in LOSSY_EXTENSIONS:
+    elif ext in LOSSY_EXTENSIONS and not opts.recover:
         s.warnings.append((name, "written as JPEG: recovery from it degrades (use a .png output or --lossless)"))
 
 
-def run_video(fp: FaceProtector, src: str, dst: str, passwords, opts: RunOptions, s: Summary, name: str) -> None:
+def run_video(fp: FaceProtector, src: str, dst: str, passwords, opts: RunOptions, s: Summary, name: str,
+              preview: str | None = None) -> None:
     record = _find_record(src, None, opts.record) if opts.recover else None
     vopt = opts.video
     if opts.lossless:
@@ -171,7 +288,7 @@ def run_video(fp: FaceProtector, src: str, dst: str, passwords, opts: RunOptions
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = protect_video(fp, src, dst, passwords, recover=opts.recover, record=record, options=vopt,
-                            overwrite=opts.overwrite)
+                            overwrite=opts.overwrite, preview=preview)
     for w in caught:
         if issubclass(w.category, TruncatedVideoWarning):
             s.warnings.append((name, str(w.message)))
@@ -179,6 +296,7 @@ def run_video(fp: FaceProtector, src: str, dst: str, passwords, opts: RunOptions
     s.faces_done += out.tracks
     s.face_frames += out.face_frames
     s.too_small += out.too_small
+    s.per_file.append((name, out.tracks, out.face_frames))
     if out.copied:
         s.no_faces.append(name)
     if out.approximate:
@@ -192,44 +310,68 @@ def run_video(fp: FaceProtector, src: str, dst: str, passwords, opts: RunOptions
         s.warnings.append((name, "webm holds VP8/VP9, whose crf 0 is near-lossless, not lossless (write .mkv or .mp4)"))
 
 
+def _message(e: Exception, path: str) -> str:
+    """The failure of one file, naming the file that caused it (the input unless another is named)."""
+    if isinstance(e, OSError) and not isinstance(e, OutputError) and e.strerror:
+        where = e.filename if e.filename and os.fspath(e.filename) != path else None
+        return f"{where}: {e.strerror}" if where else e.strerror
+    msg = str(e)
+    return msg[len(path) + 2:] if msg.startswith(path + ": ") else msg
+
+
 def run(fp: FaceProtector, src: str, dst: str, passwords, opts: RunOptions,
-        log: Callable[[str], None] = print) -> Summary:
+        log: Callable[[str], None] = print, err: Callable[[str], None] | None = None) -> Summary:
+    """Process every planned file. The summary goes to ``log`` (stdout), warnings and failures to
+    ``err`` (stderr)."""
     jobs, skipped = plan_outputs(src, dst, opts)
     s = Summary(skipped=skipped)
+    src_dir = os.path.isdir(src)
     bar = None
     if opts.progress and len(jobs) > 1:
         from tqdm import tqdm
         bar = tqdm(total=len(jobs), unit="file", desc="files", dynamic_ncols=True, file=sys.stderr)
     for path, out, kind in jobs:
-        name = os.path.relpath(path, src) if os.path.isdir(src) else path
+        name = os.path.relpath(path, src) if src_dir else path
+        preview = preview_path(out, dst, src_dir, opts)
         try:
             if kind == "image":
                 s.images += 1
-                run_image(fp, path, out, passwords, opts, s, name)
+                run_image(fp, path, out, passwords, opts, s, name, preview)
             else:
                 s.videos += 1
-                run_video(fp, path, out, passwords, opts, s, name)
+                run_video(fp, path, out, passwords, opts, s, name, preview)
         except (PhotoError, VideoError, RecordError, FileExistsError, ValueError, OSError) as e:
-            msg = str(e)
-            s.failed.append((name, msg[len(path) + 2:] if msg.startswith(path + ": ") else msg))
+            s.failed.append((name, _message(e, path)))
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
-    print_summary(s, opts.recover, log)
+    print_summary(s, opts.recover, log, err)
     return s
 
 
-def print_summary(s: Summary, recover: bool, log: Callable[[str], None] = print) -> None:
+def print_summary(s: Summary, recover: bool, log: Callable[[str], None] = print,
+                  err: Callable[[str], None] | None = None) -> None:
+    err = err or (lambda line: print(line, file=sys.stderr))
     verb = "recovered" if recover else "anonymized"
     log(f"files: {s.files} ({s.images} photos, {s.videos} videos)")
     frames = f" ({s.face_frames} face-frames in videos)" if s.face_frames else ""
     small = f", {s.too_small} too small" if s.too_small else ""
     log(f"faces found: {s.faces_found}{small}; faces {verb}: {s.faces_done}{frames}")
-    _listing(log, f"files without faces (copied unchanged): {len(s.no_faces)}", [(n, "") for n in s.no_faces])
-    _listing(log, f"skipped: {len(s.skipped)}", s.skipped)
-    _listing(log, f"warnings: {len(s.warnings)}", s.warnings)
-    _listing(log, f"failed: {len(s.failed)}", s.failed)
+    if s.per_file:
+        log(f"faces {verb} per file:")
+        for name, n, face_frames in s.per_file:
+            log(f"  {name}: {n}" + (f" ({face_frames} face-frames)" if face_frames else ""))
+    _listing(log, f"files without faces (pixels unchanged, metadata removed): {len(s.no_faces)}",
+             [(n, "") for n in s.no_faces])
+    if s.skipped or s.warnings or s.failed:
+        log(f"skipped: {len(s.skipped)}, warnings: {len(s.warnings)}, failed: {len(s.failed)} (listed on stderr)")
+    if s.no_faces and not recover:
+        _listing(err, f"warning: no face found in {len(s.no_faces)} file(s); look at them: a face the detector "
+                      f"missed is published as it is", [(n, "") for n in s.no_faces])
+    _listing(err, f"skipped: {len(s.skipped)}", s.skipped)
+    _listing(err, f"warnings: {len(s.warnings)}", s.warnings)
+    _listing(err, f"failed: {len(s.failed)}", s.failed)
 
 
 def _listing(log, title: str, items: list, limit: int = 20) -> None:

@@ -15,22 +15,23 @@ changes the pixels that recovery starts from, so recovery is close, not exact: p
 """
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+import av
 import numpy as np
 import torch
 
 from utils.fileio import atomic_open, atomic_write_text
 from utils.protect import ApproximateRecoveryWarning, FaceProtector, as_face_passwords
-from utils.protect_frame import cut_crops, paste_faces
-from utils.protect_record import Record, RecordError, file_sha256, sidecar_path
+from utils.protect_frame import cut_crops, draw_face_boxes, paste_faces
+from utils.protect_record import Record, RecordError, active_tracks, check_face_count, file_sha256, sidecar_path
 from utils.protect_track import TrackPath, build_tracks
-from utils.video import VideoReader, VideoWriter
+from utils.video import VIDEO_EXTENSIONS, VideoError, VideoReader, VideoWriter
 
 STAGES = ("decode", "detect", "track", "transform", "generate", "blend", "encode")
 
@@ -109,15 +110,21 @@ def find_tracks(fp: FaceProtector, src: str, opt: VideoOptions,
 
 
 def render(fp: FaceProtector, src: str, dst: str, tracks: list[tuple[int, int, np.ndarray]], passwords,
-           inverse: bool, opt: VideoOptions, overwrite: bool, timings: dict) -> tuple[int, int]:
-    """Pass 2. tracks: (key, first_frame, transforms (F, 2, 3)). Returns (frames, crops)."""
+           inverse: bool, opt: VideoOptions, overwrite: bool, timings: dict,
+           preview: str | None = None) -> tuple[int, int]:
+    """Pass 2. tracks: (key, first_frame, transforms (F, 2, 3)). Returns (frames, crops). ``preview``:
+    also write the frames with a box around every processed face there (no audio)."""
     by_frame: dict[int, list[tuple[int, np.ndarray]]] = {}
     for key, first, transforms in tracks:
         for i, m in enumerate(transforms):
             by_frame.setdefault(first + i, []).append((key, m))
     crops_done = 0
     label = ("recover" if inverse else "anonymize") if opt.progress else False
-    with VideoReader(src) as reader, VideoWriter(dst, reader.info, overwrite=overwrite, crf=opt.crf) as writer:
+    with contextlib.ExitStack() as stack:
+        reader = stack.enter_context(VideoReader(src))
+        writer = stack.enter_context(VideoWriter(dst, reader.info, overwrite=overwrite, crf=opt.crf))
+        boxes = stack.enter_context(VideoWriter(preview, reader.info, overwrite=overwrite, copy_audio=False)) \
+            if preview else None
         batches = reader.batches(opt.batch_frames, progress=label)
         for batch in _timed(batches, timings):
             t = time.perf_counter()
@@ -141,6 +148,9 @@ def render(fp: FaceProtector, src: str, dst: str, tracks: list[tuple[int, int, n
             timings["blend"] += time.perf_counter() - t
             t = time.perf_counter()
             writer.write_batch(out, batch.pts)
+            if boxes is not None:
+                boxes.write_batch(np.stack([draw_face_boxes(im, [m for _, m in job], fp.size)
+                                            for im, job in zip(out, jobs)]), batch.pts)
             timings["encode"] += time.perf_counter() - t
         frames = reader.frames_decoded
         t = time.perf_counter()
@@ -148,18 +158,36 @@ def render(fp: FaceProtector, src: str, dst: str, tracks: list[tuple[int, int, n
     return frames, crops_done
 
 
-def _copy(src: str, dst: str, overwrite: bool) -> None:
+def remux_clean(src: str, dst: str, overwrite: bool) -> None:
+    """Copy a video's video and audio packets into a new file (nothing re-encoded), leaving out every
+    container and stream tag (creation time, GPS location, device) and subtitle/data streams. The
+    display matrix is part of the stream parameters and is kept."""
     if os.path.exists(dst) and not overwrite:
         raise FileExistsError(f"{dst} exists; choose another name or allow overwriting")
-    with open(src, "rb") as fin, atomic_open(dst, "wb") as fout:
-        shutil.copyfileobj(fin, fout, 1 << 20)
+    fmt = VIDEO_EXTENSIONS.get(os.path.splitext(dst)[1].lower())
+    if fmt is None:
+        raise VideoError(f"{dst}: unsupported output type; use one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
+    try:
+        with av.open(src) as fin, atomic_open(dst, "wb") as f, av.open(f, "w", format=fmt) as fout:
+            streams = {s.index: fout.add_stream_from_template(s) for s in fin.streams if s.type in ("video", "audio")}
+            for s in fin.streams:
+                if s.index in streams and "language" in s.metadata:  # players pick audio tracks by it
+                    streams[s.index].metadata["language"] = s.metadata["language"]
+            for packet in fin.demux(*[s for s in fin.streams if s.index in streams]):
+                if packet.dts is None:  # the demuxer's flush packets
+                    continue
+                packet.stream = streams[packet.stream.index]
+                fout.mux(packet)
+    except av.FFmpegError as e:
+        raise VideoError(f"{src}: could not copy it into {dst} ({e.strerror or e})") from None
 
 
 def protect_video(fp: FaceProtector, src: str, dst: str, password, *, recover: bool = False,
                   record: Record | None = None, options: VideoOptions | None = None,
-                  overwrite: bool = False) -> VideoOutcome:
+                  overwrite: bool = False, preview: str | None = None) -> VideoOutcome:
     """Anonymize ``src`` into ``dst`` (and its sidecar record), or recover it (with its record, or
-    approximately without one). A video without faces is copied unchanged."""
+    approximately without one). A video without faces is copied packet by packet, without its tags
+    (``remux_clean``). ``preview``: also write the output with a box around every processed face."""
     opt = options or VideoOptions()
     src, dst = os.fspath(src), os.fspath(dst)
     passwords = as_face_passwords(password, fp.passwd_length)
@@ -172,6 +200,10 @@ def protect_video(fp: FaceProtector, src: str, dst: str, password, *, recover: b
         if record.kind != "video":
             raise RecordError(f"{src}: the record belongs to a photo, not a video")
         record.check_model(fp.model, f"{src}: record")
+        with VideoReader(src) as r:
+            width, height = r.info.width, r.info.height
+        check_face_count(active_tracks(record.tracks), width, height, fp.record_min_face(record),
+                         f"{src}: record (faces in one frame)")
         if record.output.get("sha256") != file_sha256(src):
             raise RecordError(f"{src}: the record does not match this file (it was re-encoded, edited, or the "
                               f"record belongs to another video)")
@@ -193,9 +225,11 @@ def protect_video(fp: FaceProtector, src: str, dst: str, password, *, recover: b
                           ApproximateRecoveryWarning, stacklevel=2)
             approximate = True
     if plan:
-        frames, crops = render(fp, src, dst, plan, passwords, recover, opt, overwrite, timings)
-    else:  # no face: the file is copied unchanged (its record, with no track, says so)
-        _copy(src, dst, overwrite)
+        frames, crops = render(fp, src, dst, plan, passwords, recover, opt, overwrite, timings, preview)
+    else:  # no face: the packets are copied without the tags (its record, with no track, says so)
+        remux_clean(src, dst, overwrite)
+        if preview:
+            remux_clean(dst, preview, overwrite)
         frames, crops = n_frames, 0
     rec = None
     if not recover:

@@ -191,8 +191,31 @@ def _open_input(path: str):
     try:
         return av.open(path, mode="r")
     except av.FFmpegError as e:
+        if _mp4_without_index(path):
+            raise VideoError(f"{path}: cut short before its index (the mp4/mov 'moov' box, written last) was "
+                             f"saved, so no frame can be located; only files with the index first "
+                             f"(-movflags +faststart) or mkv/webm files can be read up to a break") from None
         raise VideoError(f"{path}: not a readable video file ({e.strerror or e}); "
                          f"it may be corrupt or cut short") from None
+
+
+def _mp4_without_index(path: str) -> bool:
+    """An ISO media file (mp4, mov: 'ftyp' first) whose top-level boxes hold media but no 'moov'."""
+    boxes = []
+    with contextlib.suppress(OSError), open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        pos = 0
+        while pos + 8 <= size and len(boxes) < 1000:
+            f.seek(pos)
+            head = f.read(16)
+            length, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if length == 1 and len(head) == 16:
+                length = int.from_bytes(head[8:16], "big")
+            boxes.append(kind)
+            if length < 8:  # 0: the box runs to the end of the file
+                break
+            pos += length
+    return bool(boxes) and boxes[0] == b"ftyp" and b"moov" not in boxes and b"mdat" in boxes
 
 
 class VideoReader:

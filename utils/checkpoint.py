@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import zipfile
 
 import torch
@@ -60,17 +61,39 @@ def save_checkpoint(state: dict, path: str) -> None:
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:
     if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {path}" if not os.path.exists(path) else
+                              f"{path}: not a checkpoint (not a regular file)")
+    if not _looks_like_torch_file(path):
+        raise CheckpointError(f"{path}: not a checkpoint (PyTorch files are zip archives, or pickles in the "
+                              f"old format; this file is neither)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError) as e:
+        raise CheckpointError(f"{path}: not a checkpoint, or a damaged one ({type(e).__name__}: {str(e)[:200]})") from None
     except Exception as e:  # pickle.UnpicklingError for disallowed objects
-        raise CheckpointError(f"{path}: refused to load ({type(e).__name__}: {str(e)[:200]}); checkpoints are "
-                              "loaded with weights_only=True and may hold only tensors and plain data") from None
+        raise CheckpointError(f"{path}: {_refusal(e)}") from None
     if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
+        raise CheckpointError(f"{path}: not a checkpoint (holds a {type(ckpt).__name__}, not a dict of weights)")
     return ckpt
+
+
+def _looks_like_torch_file(path: str) -> bool:
+    """A zip archive (torch.save since 1.6) or a pickle (protocol 2+, the legacy format)."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def _refusal(e: Exception) -> str:
+    """Why weights_only loading refused a file, without torch's advice to load it unsafely."""
+    text = str(e)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"not loaded: it holds a Python object ({found.group(1)}), and a checkpoint may hold only "
+                f"tensors and plain data (loading other objects could run code from the file)")
+    return "not a checkpoint (its contents are not tensors and plain data)"
 
 
 def load_state_strict(module: torch.nn.Module, state: dict, what: str, path: str = "") -> None:

@@ -118,6 +118,41 @@ def test_resume_continues_exactly(data_root, tmp_path, monkeypatch):
     assert len(straight) == len(seen) == 7
     for i, (a, b) in enumerate(zip(straight, seen)):
         assert a == b, f"step {i + 1} differs after resume"
+    run = tmp_path / "b" / "smoke"  # the first config stays; the resumed run's (max_iters 7) goes beside it
+    assert "max_iters: 3" in (run / "config.yaml").read_text()
+    assert "max_iters: 7" in (run / "config_resumed_i00000003.yaml").read_text()
+
+
+def test_resume_checks_its_checkpoint_before_writing_anything(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "runs" / "old"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("name: the original run\n")
+    (run / "checkpoint_latest.pth.tar").write_bytes(b"PK\x03\x04 cut short by a full disk")
+    (run / "notes.txt").write_bytes(os.urandom(64))
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    monkeypatch.chdir(tmp_path)
+    base = [os.path.join(ROOT, "config", "smoke.yaml"), "--data_root", str(tmp_path / "data"), "--ckpt_dir",
+            str(tmp_path / "ck"), "--workers", "0"]
+    for bad, why in ((run / "checkpoint_latest.pth.tar", "not a checkpoint"),
+                     (run / "notes.txt", "not a checkpoint"),
+                     (tmp_path / "missing.pth.tar", "checkpoint not found")):
+        assert training.main(base + ["--resume", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert why in err and str(bad) in err and "weights_only" not in err
+    torch.save({"state_dict_G": {}}, str(run / "generator_only.pth"))
+    before["generator_only.pth"] = (run / "generator_only.pth").read_bytes()
+    assert training.main(base + ["--resume", str(run / "generator_only.pth")]) == 2
+    assert "not a training checkpoint (no state_dict_D, state_dict_Q, state_dict_FR)" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing written into its folder
+    assert sorted(os.listdir(tmp_path)) == ["runs"]  # nor into the current folder, the data or checkpoint folders
+
+
+def test_bad_device_is_a_one_line_error(tmp_path, capsys):
+    args = [os.path.join(ROOT, "config", "smoke.yaml"), "--ckpt_dir", str(tmp_path / "ck"), "--device"]
+    assert training.main(args + ["foo"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown device 'foo'" in err
+    assert not (tmp_path / "ck").exists()
 
 
 def test_architecture_mismatch_names_the_keys(data_root, tmp_path):
@@ -203,7 +238,7 @@ def test_ctrl_c_saves_a_checkpoint_then_resume_works(data_root, tmp_path):
         time.sleep(0.1)
     child.send_signal(signal.SIGINT)
     out, _ = child.communicate(timeout=120)
-    assert child.returncode == 0, out
+    assert child.returncode == 130, out  # a checkpoint is saved, and the exit code says "interrupted"
     assert "stopped by Ctrl-C" in out
     ckpt = load_checkpoint(str(ck / "sigint" / "checkpoint_latest.pth.tar"))
     assert ckpt["global_iter"] >= 1

@@ -73,30 +73,46 @@ def git_description() -> str:
 class RunLog:
     """log.txt (text) and losses.jsonl (one JSON object per logged iteration), appended line by line.
 
-    Safe to call from other threads (visdom's sender reports through it) and after close (ignored)."""
+    Without a run folder (``run_dir=None``) the lines are kept in memory until ``start(run_dir)``, so
+    that nothing is written before a run's inputs are checked. Safe to call from other threads
+    (visdom's sender reports through it) and after close (ignored)."""
 
-    def __init__(self, run_dir: str, enabled: bool = True):
+    def __init__(self, run_dir: str | None, enabled: bool = True):
         self.enabled = enabled
         self.lock = threading.Lock()
+        self.pending: list[str] | None = []
+        if enabled and run_dir is not None:
+            self.start(run_dir)
+
+    def start(self, run_dir: str) -> None:
+        """Open the files in ``run_dir`` and write the lines logged so far."""
+        if not self.enabled or self.pending is None:
+            return
         self.text_path = os.path.join(run_dir, "log.txt")
         self.loss_path = os.path.join(run_dir, "losses.jsonl")
-        if enabled:
-            _end_with_newline(self.loss_path)
-            self.text = open(self.text_path, "a", encoding="utf-8", buffering=1)
-            self.losses = open(self.loss_path, "a", encoding="utf-8", buffering=1)
+        _end_with_newline(self.loss_path)
+        self.text = open(self.text_path, "a", encoding="utf-8", buffering=1)
+        self.losses = open(self.loss_path, "a", encoding="utf-8", buffering=1)
+        with self.lock:
+            pending, self.pending = self.pending, None
+            self.text.writelines(pending)
 
     def __call__(self, message: str, console: bool = True) -> None:
         with self.lock:
             if not self.enabled:
                 return
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            self.text.write(f"[{stamp}] {message}\n")
+            line = f"[{stamp}] {message}\n"
+            if self.pending is not None:
+                self.pending.append(line)
+            else:
+                self.text.write(line)
         if console:
             tqdm.write(message)
 
     def losses_line(self, epoch: int, iteration: int, elapsed: float, losses: dict) -> None:
         with self.lock:
-            if self.enabled:
+            if self.enabled and self.pending is None:
                 self.losses.write(json.dumps({"epoch": epoch, "iter": iteration, "time": round(elapsed, 3),
                                               "losses": {k: round(v, 6) for k, v in losses.items()}}) + "\n")
 
@@ -104,8 +120,9 @@ class RunLog:
         with self.lock:
             if self.enabled:
                 self.enabled = False
-                self.text.close()
-                self.losses.close()
+                if self.pending is None:
+                    self.text.close()
+                    self.losses.close()
 
 
 def _end_with_newline(path: str) -> None:
@@ -173,27 +190,30 @@ def load_pretrained_fr(cfg: Config, nets: Networks, log) -> None:
 class Trainer:
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        self.dist = distributed.init(cfg.device)
+        try:
+            self.dist = distributed.init(cfg.device)
+        except (RuntimeError, ValueError) as e:
+            raise ConfigError(f"config: device: {e}") from None
         self.device = self.dist.device
+        # Inputs first: nothing is written (run folder, config, logs) until everything is checked,
+        # the checkpoint to resume from above all, whose folder the run continues in.
+        resume_state = None
+        if cfg.resume:
+            resume_state = load_checkpoint(cfg.resume, map_location=self.device)
+            missing = [f"state_dict_{n}" for n in ("G", "D", "Q", "FR") if f"state_dict_{n}" not in resume_state]
+            if missing:
+                raise CheckpointError(f"{cfg.resume}: not a training checkpoint (no {', '.join(missing)}); "
+                                      "resume from a checkpoint_*.pth.tar that main_train.py saved")
         torch.manual_seed(cfg.seed + self.dist.rank)
         if cfg.batch_size % self.dist.world_size:
             raise ConfigError(f"config: batch_size {cfg.batch_size} is the total over {self.dist.world_size} "
                               "processes and must divide evenly")
         self.batch = cfg.batch_size // self.dist.world_size
         self.stop_requested = False
-
-        # run folder: a resumed run continues in its checkpoint's folder
-        if self.dist.main:
-            self.run_dir = os.path.dirname(os.path.abspath(cfg.resume)) if cfg.resume else new_run_dir(cfg)
-        else:
-            self.run_dir = os.path.dirname(os.path.abspath(cfg.resume)) if cfg.resume else None
-        self.log = RunLog(self.run_dir, enabled=self.dist.main) if self.dist.main else RunLog("", enabled=False)
-        if self.dist.main:
-            atomic_write_text(os.path.join(self.run_dir, "config.yaml"), dump_yaml(cfg))
-            atomic_write_text(os.path.join(self.run_dir, "git_commit.txt"), git_description())
-            self.log(f"run folder: {self.run_dir}")
-            self.log(f"device: {self.device}, processes: {self.dist.world_size}, batch {self.batch} per process, "
-                     f"amp: {cfg.amp}, channels_last: {cfg.channels_last}")
+        self.run_dir = os.path.dirname(os.path.abspath(cfg.resume)) if cfg.resume else None
+        self.log = RunLog(None, enabled=self.dist.main)  # kept in memory until the run folder is written
+        self.log(f"device: {self.device}, processes: {self.dist.world_size}, batch {self.batch} per process, "
+                 f"amp: {cfg.amp}, channels_last: {cfg.channels_last}")
 
         # data (the main process first, so a synthetic dataset is generated once)
         if self.dist.main:
@@ -226,10 +246,26 @@ class Trainer:
 
         self.epoch, self.iter_in_epoch, self.global_iter = 0, 0, 0
         if cfg.resume:
-            self.resume(cfg.resume)
+            self.resume(cfg.resume, resume_state)
+            del resume_state
+        self.start_run_dir()
         self.val_images, self.val_pw = self.fixed_validation_batch()
         self.sites = None
         self.vis = None
+
+    def start_run_dir(self) -> None:
+        """Everything checked: make the run folder (a resumed run continues in its checkpoint's) and
+        write the configuration, the commit and the log so far. A resumed run keeps the files that
+        are there; a configuration or commit that differs is written beside them."""
+        if not self.dist.main:
+            return
+        if self.run_dir is None:
+            self.run_dir = new_run_dir(self.cfg)
+        tag = f"_resumed_i{self.global_iter:08d}" if self.cfg.resume else ""
+        _write_new(os.path.join(self.run_dir, "config.yaml"), dump_yaml(self.cfg), tag)
+        _write_new(os.path.join(self.run_dir, "git_commit.txt"), git_description(), tag)
+        self.log.start(self.run_dir)
+        self.log(f"run folder: {self.run_dir}")
 
     # ---- checkpoints ----
     def state(self) -> dict:
@@ -269,8 +305,9 @@ class Trainer:
         for old in ckpts[:-keep]:
             os.remove(os.path.join(self.run_dir, old))
 
-    def resume(self, path: str) -> None:
-        ckpt = load_checkpoint(path, map_location=self.device)
+    def resume(self, path: str, ckpt: dict | None = None) -> None:
+        if ckpt is None:
+            ckpt = load_checkpoint(path, map_location=self.device)
         for n in ("G", "D", "Q", "FR"):
             key = "state_dict_" + n
             if key not in ckpt:
@@ -421,7 +458,7 @@ class Trainer:
         if self.stop_requested:
             self.log(f"stopped by Ctrl-C; continue with --resume {os.path.join(self.run_dir, 'checkpoint_latest.pth.tar')}")
             self.close()
-            return None
+            raise KeyboardInterrupt  # the checkpoint is saved; the caller still learns of the interruption
         result = self.final_evaluation()
         self.close()
         return result
@@ -444,6 +481,19 @@ class Trainer:
         if self.vis:
             self.vis.close()
         self.log.close()
+
+
+def _write_new(path: str, text: str, tag: str) -> None:
+    """Write ``path``, or, when it exists with other contents, the same name with ``tag`` before the
+    extension (a resumed run never replaces the record of how the run began)."""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            if f.read() == text:
+                return
+        if tag:
+            base, ext = os.path.splitext(path)
+            path = f"{base}{tag}{ext}"
+    atomic_write_text(path, text)
 
 
 def _link_latest(path: str, latest: str) -> None:
@@ -480,4 +530,7 @@ def main(argv=None) -> int:
     except (ConfigError, CheckpointError, datasets.DatasetError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0

@@ -1,0 +1,105 @@
+"""Image quality of a result against the original: PSNR, SSIM, MS-SSIM; and the JPEG round trip.
+
+Images are (B, 3, H, W) tensors in [-1, 1]; every figure is per image (a result never depends on
+its batch). PSNR is utils.metrics.psnr (capped at 100 dB for identical images). SSIM follows Wang
+et al. 2004: an 11x11 Gaussian window of sigma 1.5, K1 = 0.01, K2 = 0.03, data range 1 (after
+mapping to [0, 1]), computed per colour channel on the valid part of the image and averaged.
+MS-SSIM follows Wang et al. 2003 (5 scales, weights 0.0448 0.2856 0.3001 0.2363 0.1333, 2x2
+average pooling between scales), except that small images use only the first scales whose side is
+still at least the window (weights renormalised): 64 px images use 3 scales, 128 px images 4.
+Contrast-structure terms are clamped at 0 before the power so that a negative correlation gives 0,
+not NaN.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from utils.images import from_uint8, to_uint8
+from utils.metrics import psnr
+
+__all__ = ["psnr", "ssim", "ms_ssim", "ms_ssim_scales", "jpeg_round_trip", "WINDOW", "MS_SSIM_WEIGHTS"]
+
+WINDOW, SIGMA, K1, K2 = 11, 1.5, 0.01, 0.03
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def _window(device, dtype) -> torch.Tensor:
+    x = torch.arange(WINDOW, dtype=torch.float64) - (WINDOW - 1) / 2
+    g = torch.exp(-x ** 2 / (2 * SIGMA ** 2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).to(device, dtype).expand(3, 1, WINDOW, WINDOW).contiguous()
+
+
+def _check(a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.shape != b.shape or a.dim() != 4 or a.shape[1] != 3:
+        raise ValueError(f"quality: expected two (B, 3, H, W) tensors of one shape, got {tuple(a.shape)} "
+                         f"and {tuple(b.shape)}")
+    if min(a.shape[-2:]) < WINDOW:
+        raise ValueError(f"quality: images of {tuple(a.shape[-2:])} px are smaller than the {WINDOW} px window")
+
+
+def _ssim_terms(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image mean SSIM and mean contrast-structure term of [0, 1] images."""
+    w = _window(x.device, x.dtype)
+    c1, c2 = K1 ** 2, K2 ** 2
+    blur = lambda t: F.conv2d(t, w, groups=3)  # noqa: E731
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    cs = (2 * sxy + c2) / (sxx + syy + c2)
+    lum = (2 * mx * my + c1) / (mx * mx + my * my + c1)
+    return (lum * cs).flatten(1).mean(1), cs.flatten(1).mean(1)
+
+
+def _unit(t: torch.Tensor) -> torch.Tensor:
+    return (t.double() + 1) / 2
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM (B,) of images in [-1, 1]; 1 for identical images."""
+    _check(a, b)
+    return _ssim_terms(_unit(a), _unit(b))[0].float()
+
+
+def ms_ssim_scales(size: int) -> int:
+    """Scales used for images whose smaller side is ``size`` (each halves it)."""
+    n = 1
+    while n < len(MS_SSIM_WEIGHTS) and size // 2 ** n >= WINDOW:
+        n += 1
+    return n
+
+
+def ms_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image MS-SSIM (B,) of images in [-1, 1]; 1 for identical images."""
+    _check(a, b)
+    x, y = _unit(a), _unit(b)
+    n = ms_ssim_scales(min(x.shape[-2:]))
+    w = torch.tensor(MS_SSIM_WEIGHTS[:n], dtype=torch.float64, device=x.device)
+    w = w / w.sum()
+    out = torch.ones(x.shape[0], dtype=torch.float64, device=x.device)
+    for k in range(n):
+        s, cs = _ssim_terms(x, y)
+        term = s if k == n - 1 else cs
+        out = out * term.clamp_min(0) ** w[k]
+        if k < n - 1:
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+    return out.float()
+
+
+def jpeg_round_trip(images: torch.Tensor, quality: int) -> torch.Tensor:
+    """Each image saved as JPEG at ``quality`` (PIL, 4:2:0 chroma subsampling, PIL's default) and
+    read back, as a shared photo would be."""
+    if not 1 <= int(quality) <= 100:
+        raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
+    out = []
+    for arr in to_uint8(images):
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="JPEG", quality=int(quality))
+        buf.seek(0)
+        with Image.open(buf) as im:
+            out.append(np.asarray(im.convert("RGB")))
+    return from_uint8(np.stack(out)).to(images.device)

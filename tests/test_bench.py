@@ -5,6 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a full training step of the paper's networks: about a minute on 2 cores
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

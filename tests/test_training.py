@@ -223,6 +223,7 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(data_root, tmp_p
     trainer.close()
 
 
+@pytest.mark.slow  # a child process trains until the log appears, then is interrupted and resumed
 def test_ctrl_c_saves_a_checkpoint_then_resume_works(data_root, tmp_path):
     ck = tmp_path / "ck"
     training.train(tiny(data_root, ck, max_iters=1))  # make sure the dataset exists before timing

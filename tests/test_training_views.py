@@ -147,7 +147,9 @@ def silent_server():
 
 
 def within(slow: list[float], fast: list[float]) -> bool:
-    return min(slow) <= min(fast) * 1.25 + 1.0
+    # Generous: wall times on a shared machine vary; a training loop that waited on the network
+    # (2 s connect and 10 s read timeouts per request) would still be far outside this.
+    return min(slow) <= min(fast) * 1.5 + 2.0
 
 
 def wait_for_visdom_threads(timeout: float = 20.0) -> None:
@@ -156,6 +158,7 @@ def wait_for_visdom_threads(timeout: float = 20.0) -> None:
         t.join(max(0.0, deadline - time.monotonic()))
 
 
+@pytest.mark.slow  # up to nine timed training runs
 def test_training_with_no_server_is_as_fast_as_with_visdom_off(run, data_root, tmp_path, monkeypatch):
     """display_id 1 on a port where nothing listens (wall time) and on a server that never answers
     (training-loop time) vs display_id 0, in one process after the shared run warmed it up. On a busy

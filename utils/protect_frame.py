@@ -259,5 +259,5 @@ def draw_face_boxes(native: np.ndarray, transforms, size: int, colour=(255, 0, 2
     square = np.array([[0, 0, 1], [size - 1, 0, 1], [size - 1, size - 1, 1], [0, size - 1, 1]], np.float64)
     for m in transforms:
         corners = square @ invert(np.asarray(m, np.float64).reshape(2, 3)).T
-        cv2.polylines(rgb, [np.round(corners).astype(np.int32)], True, colour, thick, cv2.LINE_AA)
+        cv2.polylines(rgb, [np.round(corners).astype(np.int32)], True, colour, thick, cv2.LINE_8)
     return rgb

@@ -187,9 +187,11 @@ def _check_writes(src: str, dst: str, jobs: list, inputs: set, opts: RunOptions)
             targets.append((prev, "preview"))
         for target, what in targets:
             real = os.path.realpath(target)
-            if real in inputs or (src_dir and _inside(real, src)) or _inside(path, real):
-                raise RunError(f"{target}: the {what} of {name} would be written over an input "
-                               f"({'inside the input folder ' + src if src_dir else path}); "
+            if real in inputs or _inside(path, real):
+                raise RunError(f"{target}: the {what} of {path} would replace this input file; choose an output "
+                               f"that does not contain the input")
+            if src_dir and _inside(real, src):
+                raise RunError(f"{target}: the {what} of {path} would be written inside the input folder {src}; "
                                f"choose an output that does not contain the input")
             if real in writes:
                 raise RunError(f"{target}: the {what} of {name} would replace {writes[real]}; choose other names")

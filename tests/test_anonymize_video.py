@@ -151,7 +151,7 @@ def test_video_cli_folder_no_faces_and_corrupt(ckpt, video, tmp_path, monkeypatc
     text = captured.out
     assert rc == 1
     assert "files: 3 (0 photos, 3 videos)" in text and "faces found: 1; faces anonymized: 1 (24 face-frames" in text
-    assert "files without faces (pixels unchanged, metadata removed): 1\n  empty.mp4" in text
+    assert "files without faces (written without metadata): 1\n  empty.mp4" in text
     assert "broken.mov:" in captured.err and "broken.mov" not in text
     with av.open(str(d / "empty.mp4")) as a, av.open(str(tmp_path / "out" / "empty.mp4")) as b:
         assert [bytes(p) for p in a.demux(video=0) if p.size] == [bytes(p) for p in b.demux(video=0) if p.size]

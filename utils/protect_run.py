@@ -289,8 +289,13 @@ def run_video(fp: FaceProtector, src: str, dst: str, passwords, opts: RunOptions
         vopt = VideoOptions(**{**vopt.__dict__, "crf": 0})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = protect_video(fp, src, dst, passwords, recover=opts.recover, record=record, options=vopt,
-                            overwrite=opts.overwrite, preview=preview)
+        try:
+            out = protect_video(fp, src, dst, passwords, recover=opts.recover, record=record, options=vopt,
+                                overwrite=opts.overwrite, preview=preview)
+        except OSError as e:  # reading errors are VideoErrors; an OSError without a file name is a write
+            if e.filename is not None or isinstance(e, (FileExistsError, FileNotFoundError)):
+                raise
+            raise OutputError(f"cannot write {dst} ({e.strerror or e})") from None
     for w in caught:
         if issubclass(w.category, TruncatedVideoWarning):
             s.warnings.append((name, str(w.message)))
@@ -364,7 +369,7 @@ def print_summary(s: Summary, recover: bool, log: Callable[[str], None] = print,
         log(f"faces {verb} per file:")
         for name, n, face_frames in s.per_file:
             log(f"  {name}: {n}" + (f" ({face_frames} face-frames)" if face_frames else ""))
-    _listing(log, f"files without faces (pixels unchanged, metadata removed): {len(s.no_faces)}",
+    _listing(log, f"files without faces (written without metadata): {len(s.no_faces)}",
              [(n, "") for n in s.no_faces])
     if s.skipped or s.warnings or s.failed:
         log(f"skipped: {len(s.skipped)}, warnings: {len(s.warnings)}, failed: {len(s.failed)} (listed on stderr)")

@@ -226,9 +226,16 @@ def test_videos_lose_location_and_creation_time(ckpt, tmp_path, capsys):
     _tag_video(str(tmp_path / "none.mp4"), str(d / "none.mp4"))
     for name in ("face.mp4", "none.mp4"):
         assert any(t.startswith("location") for t in _video_tags(d / name)), name
-    assert cli(d, "-o", tmp_path / "out", "--fp32", ckpt=ckpt) == 0
+    assert cli(d, "-o", tmp_path / "out", "--fp32", "--preview", tmp_path / "prev", ckpt=ckpt) == 0
     out = capsys.readouterr().out
     assert "  face.mp4: 1 (" in out and "  none.mp4: 0" in out
+    from utils.video import VideoReader
+    with VideoReader(str(tmp_path / "out" / "face.mp4")) as a, VideoReader(str(tmp_path / "prev" / "face.mp4")) as b:
+        for fa, fb in zip(a, b):  # every frame of the preview has the box (magenta: red and blue, no green)
+            box = (fb.image[:, :, 0] > 200) & (fb.image[:, :, 2] > 200) & (fb.image[:, :, 1] < 80)
+            assert box.sum() > 100 and not ((fa.image[:, :, 0] > 200) & (fa.image[:, :, 2] > 200)
+                                            & (fa.image[:, :, 1] < 80)).any()
+    assert sorted(os.listdir(tmp_path / "prev")) == ["face.mp4", "none.mp4"]
     for name in ("face.mp4", "none.mp4"):
         tags = _video_tags(tmp_path / "out" / name)
         assert not [t for t in tags if t.startswith(("location", "creation_time", "title"))], (name, tags)

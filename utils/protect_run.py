@@ -133,13 +133,13 @@ def plan_outputs(src: str, dst: str, opts: RunOptions) -> tuple[list[tuple[str, 
                 if name.startswith("."):
                     skipped.append((rel, "hidden file: not processed, not copied to the output"))
                     continue
-                kind = kind_of(name)
-                if kind is None:
-                    skipped.append((rel, "not an image or video file"))
-                    continue
                 why = _special(full)
                 if why:
                     skipped.append((rel, why))
+                    continue
+                kind = kind_of(name)
+                if kind is None:
+                    skipped.append((rel, "not an image or video file"))
                     continue
                 base, ext = os.path.splitext(rel)
                 out = os.path.join(dst, base + _output_extension(ext, kind, opts))
@@ -224,6 +224,9 @@ def _unwritable(folder: str) -> str | None:
 
 def _find_record(path: str, photo_record: Record | None, explicit: str | None) -> Record | None:
     if explicit:
+        why = _special(explicit)
+        if why:
+            raise RecordError(f"{explicit}: {why}")
         with open(explicit, "rb") as f:
             return Record.from_json(f.read(), explicit)
     return photo_record or read_sidecar(path)

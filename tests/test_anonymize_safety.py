@@ -20,7 +20,7 @@ import anonymize
 from tests.anonymize_helpers import astronaut_head, make_face_video, one_thread, save_small_checkpoint
 from tests.file_helpers import tree_digest
 from utils.protect_io import load_photo
-from utils.protect_record import PNG_KEY, Record, sidecar_path
+from utils.protect_record import PNG_KEY, Record
 
 _threads = pytest.fixture(autouse=True, scope="module")(one_thread)
 

@@ -24,7 +24,7 @@ from utils.fileio import atomic_write_bytes, atomic_write_text
 from utils.protect import ApproximateRecoveryWarning, FaceProtector, native_info
 from utils.protect_frame import draw_face_boxes
 from utils.protect_io import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, LOSSY_EXTENSIONS, WRITABLE_EXTENSIONS, PhotoError,
-                              decode_photo, encode_photo, load_photo, output_extension)
+                              encode_photo, load_photo, output_extension)
 from utils.protect_record import SIDECAR_SUFFIX, Record, RecordError, read_sidecar, sidecar_path
 from utils.protect_video import VideoOptions, protect_video
 from utils.video import VIDEO_EXTENSIONS, TruncatedVideoWarning, VideoError

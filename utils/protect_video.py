@@ -61,7 +61,7 @@ class VideoOutcome:
     too_small: int = 0  # detections below the detector's min_face
     approximate: bool = False
     truncated: bool = False
-    copied: bool = False  # no face: the file was copied unchanged
+    copied: bool = False  # no face: the packets were copied, without the tags (remux_clean)
     record: Record | None = None
     timings: dict = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 

@@ -158,6 +158,11 @@ def metadata_photos(folder) -> list[str]:
         Image.fromarray(img).save(folder / f"{tag}.png", exif=_exif(), pnginfo=info)
         Image.fromarray(img).save(folder / f"{tag}.webp", exif=_exif(), xmp=XMP, lossless=True)
         names += [f"{tag}.jpg", f"{tag}.png", f"{tag}.webp"]
+    # upright, without a face: a comment, and a second picture after the end of the image (as MPF adds)
+    buf = io.BytesIO()
+    Image.fromarray(data.coffee()[::2, ::2]).save(buf, "JPEG", exif=_exif(), xmp=XMP, comment=SECRET, quality=90)
+    (folder / "plain.jpg").write_bytes(_with_iptc(buf.getvalue()) + buf.getvalue())
+    names.append("plain.jpg")
     for name in names:  # the inputs do carry what the outputs must not
         raw = (folder / name).read_bytes()
         assert SECRET.encode() in raw and b"exif" in raw.lower() and b"ns.adobe.com/xap" in raw, name
@@ -183,8 +188,9 @@ def test_no_metadata_in_any_written_photo(ckpt, tmp_path, capsys):
     # orientation was applied to the pixels before detection: the turned face was found, and is upright
     assert load_photo(str(tmp_path / "out" / "face.jpg")).native.shape == astronaut_head().shape
     assert Image.open(tmp_path / "out" / "face.jpg").size == (400, 300)
-    # without a face the pixels are kept (lossless formats), only the metadata goes
-    for name in ("none.png", "none.webp"):
+    # without a face the pixels are kept (lossless formats, and upright JPEGs: only their metadata
+    # segments are dropped, the coded data is not decoded and encoded again), only the metadata goes
+    for name in ("none.png", "none.webp", "plain.jpg"):
         assert np.array_equal(load_photo(str(tmp_path / "in" / name)).native,
                               load_photo(str(tmp_path / "out" / name)).native), name
     assert cli(tmp_path / "out", "-o", tmp_path / "back", "--recover", ckpt=ckpt) == 0

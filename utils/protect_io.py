@@ -32,7 +32,8 @@ from utils.prepare_landmarks import IMAGE_EXTENSIONS
 from utils.protect_record import PNG_KEY, Record
 
 __all__ = ["PhotoError", "Photo", "load_photo", "decode_photo", "encode_photo", "output_extension",
-           "IMAGE_EXTENSIONS", "LOSSY_EXTENSIONS", "WRITABLE_EXTENSIONS", "DEFAULT_MAX_PIXELS"]
+           "jpeg_without_metadata", "IMAGE_EXTENSIONS", "LOSSY_EXTENSIONS", "WRITABLE_EXTENSIONS",
+           "DEFAULT_MAX_PIXELS"]
 
 DEFAULT_MAX_PIXELS = 100_000_000
 LOSSY_EXTENSIONS = {".jpg", ".jpeg"}
@@ -53,6 +54,7 @@ class Photo:
     icc: bytes | None = None
     record: Record | None = None  # from a PNG's record chunk
     notes: list = field(default_factory=list)
+    orientation: int = 1  # the EXIF orientation that was applied to the pixels
 
 
 def output_extension(ext: str) -> str:
@@ -121,7 +123,7 @@ def _decode(data: bytes, where: str, max_pixels: int) -> Photo:
     if orientation != 1:
         native = _apply_orientation(native, orientation)
         notes.append(f"EXIF orientation {orientation} applied (written upright, without EXIF)")
-    return Photo(np.ascontiguousarray(native), icc, record, notes)
+    return Photo(np.ascontiguousarray(native), icc, record, notes, orientation)
 
 
 def _decode_16bit_colour(data: bytes, where: str) -> np.ndarray:
@@ -222,6 +224,61 @@ def _png_with_text(png: bytes, key: str, text: str) -> bytes:
             return png[:pos] + chunk + png[pos:]
         pos += 12 + length
     raise PhotoError("encoded PNG has no image data")
+
+
+_JFIF = b"JFIF\x00"
+_KEPT_APP = {0xE0: _JFIF, 0xE2: b"ICC_PROFILE\x00", 0xEE: b"Adobe"}  # JFIF header, colour profile, colour transform
+
+
+def jpeg_without_metadata(data: bytes) -> bytes | None:
+    """The same JPEG stream without its metadata, its pixels untouched (no re-encoding), or None when
+    the file is not a plain JPEG stream that can be rewritten this way.
+
+    Kept: the JFIF header (with its thumbnail dropped), the ICC profile, Adobe's colour-transform
+    segment, and what decoding needs (tables, frame and scan headers, the coded data). Everything
+    else goes: EXIF (and its GPS, maker notes and thumbnail), XMP, IPTC/Photoshop, comments, other
+    application segments, and anything after the end of the image (MPF's extra pictures)."""
+    n = len(data)
+    if data[:2] != b"\xff\xd8":
+        return None
+    out, pos = [b"\xff\xd8"], 2
+    while pos + 2 <= n:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:  # end of image
+            out.append(b"\xff\xd9")
+            return b"".join(out)
+        if pos + 4 > n:
+            return None
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        end = pos + 2 + length
+        if length < 2 or end > n:
+            return None
+        if marker == 0xDA:  # scan header, then coded data up to the next marker (not stuffing or a restart)
+            while True:
+                end = data.find(b"\xff", end)
+                if end < 0 or end + 1 >= n:
+                    return None
+                follower = data[end + 1]
+                if follower == 0x00 or 0xD0 <= follower <= 0xD7:
+                    end += 2
+                elif follower == 0xFF:
+                    end += 1
+                else:
+                    break
+            out.append(data[pos:end])
+        elif marker == 0xE0 and data[pos + 4:pos + 9] == _JFIF and length >= 16:
+            out.append(b"\xff\xe0\x00\x10" + data[pos + 4:pos + 16] + b"\x00\x00")  # no thumbnail
+        elif marker in _KEPT_APP and data[pos + 4:pos + 4 + len(_KEPT_APP[marker])] == _KEPT_APP[marker]:
+            out.append(data[pos:end])
+        elif 0xC0 <= marker <= 0xCF and marker != 0xC8 or marker in (0xDB, 0xDD):  # frames, tables, restarts
+            out.append(data[pos:end])
+        pos = end
+    return None
 
 
 def is_image_path(path: str) -> bool:

@@ -20,11 +20,13 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+
 from utils.fileio import atomic_write_bytes, atomic_write_text
 from utils.protect import ApproximateRecoveryWarning, FaceProtector, native_info
 from utils.protect_frame import draw_face_boxes
 from utils.protect_io import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, LOSSY_EXTENSIONS, WRITABLE_EXTENSIONS, PhotoError,
-                              encode_photo, load_photo, output_extension)
+                              decode_photo, encode_photo, jpeg_without_metadata, load_photo, output_extension)
 from utils.protect_record import SIDECAR_SUFFIX, Record, RecordError, read_sidecar, sidecar_path
 from utils.protect_video import VideoOptions, protect_video
 from utils.video import VIDEO_EXTENSIONS, TruncatedVideoWarning, VideoError
@@ -258,11 +260,16 @@ def run_image(fp: FaceProtector, src: str, dst: str, passwords, opts: RunOptions
     if outcome.approximate:
         notes.append((name, "no record found: faces were detected again, so recovery is approximate"))
     ext = os.path.splitext(dst)[1].lower()
-    # Every photo is encoded again from its pixels, faces or not: nothing of the input file but its
-    # pixels and colour profile reaches the output (no EXIF, GPS, XMP, IPTC or maker notes).
-    data, decoded, enc_notes = encode_photo(outcome.image, ext, icc=photo.icc,
-                                            record=outcome.record if outcome.faces else None)
-    notes += [(name, n) for n in enc_notes]
+    # Nothing of the input file but its pixels and colour profile reaches the output (no EXIF, GPS,
+    # XMP, IPTC or maker notes): every photo is encoded again from its pixels, except a JPEG without
+    # faces, whose metadata segments are dropped from the unchanged coded data (no second JPEG loss).
+    kept = _jpeg_kept(src, photo, opts) if not outcome.faces and ext in LOSSY_EXTENSIONS else None
+    if kept is not None:
+        data, decoded = kept
+    else:
+        data, decoded, enc_notes = encode_photo(outcome.image, ext, icc=photo.icc,
+                                                record=outcome.record if outcome.faces else None)
+        notes += [(name, n) for n in enc_notes]
     _write(dst, data)
     if not opts.recover and (ext != ".png" or not outcome.faces):  # PNG carries its record inside
         rec = outcome.record if outcome.faces else fp.record("image", passwords.scope, fp.detector_info())
@@ -282,6 +289,22 @@ def run_image(fp: FaceProtector, src: str, dst: str, passwords, opts: RunOptions
         s.no_faces.append(name)
     elif ext in LOSSY_EXTENSIONS and not opts.recover:
         s.warnings.append((name, "written as JPEG: recovery from it degrades (use a .png output or --lossless)"))
+
+
+def _jpeg_kept(src: str, photo, opts: RunOptions):
+    """(bytes, pixels) of the JPEG ``src`` without its metadata, when its coded data can be kept as it
+    is (upright, a plain JPEG stream, decoding to exactly the pixels read); else None."""
+    if photo.orientation != 1 or os.path.splitext(src)[1].lower() not in LOSSY_EXTENSIONS:
+        return None
+    with open(src, "rb") as f:
+        data = jpeg_without_metadata(f.read())
+    if data is None:
+        return None
+    try:
+        decoded = decode_photo(data, src, opts.max_pixels).native
+    except PhotoError:
+        return None
+    return (data, decoded) if np.array_equal(decoded, photo.native) else None
 
 
 def run_video(fp: FaceProtector, src: str, dst: str, passwords, opts: RunOptions, s: Summary, name: str,

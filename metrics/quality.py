@@ -29,10 +29,10 @@ MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
 def _window(device, dtype) -> torch.Tensor:
+    """The 1-D Gaussian; the 2-D window is its outer product, applied as two 1-D passes."""
     x = torch.arange(WINDOW, dtype=torch.float64) - (WINDOW - 1) / 2
     g = torch.exp(-x ** 2 / (2 * SIGMA ** 2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).to(device, dtype).expand(3, 1, WINDOW, WINDOW).contiguous()
+    return (g / g.sum()).to(device, dtype)
 
 
 def _check(a: torch.Tensor, b: torch.Tensor) -> None:
@@ -45,9 +45,10 @@ def _check(a: torch.Tensor, b: torch.Tensor) -> None:
 
 def _ssim_terms(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image mean SSIM and mean contrast-structure term of [0, 1] images."""
-    w = _window(x.device, x.dtype)
+    g = _window(x.device, x.dtype)
     c1, c2 = K1 ** 2, K2 ** 2
-    blur = lambda t: F.conv2d(t, w, groups=3)  # noqa: E731
+    gh, gv = g.view(1, 1, 1, -1).expand(3, 1, 1, WINDOW), g.view(1, 1, -1, 1).expand(3, 1, WINDOW, 1)
+    blur = lambda t: F.conv2d(F.conv2d(t, gh, groups=3), gv, groups=3)  # noqa: E731
     mx, my = blur(x), blur(y)
     sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
     cs = (2 * sxy + c2) / (sxx + syy + c2)

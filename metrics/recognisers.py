@@ -243,7 +243,7 @@ def train_small_recogniser(train_set, meta: dict, epochs: int = 12, batch: int =
             if progress:
                 progress(loss.item())
     meta = dict(meta, images=len(X), identities=len(classes), epochs=epochs, seed=seed,
-                train_seconds=round(time.time() - t0, 1), final_loss=round(float(loss), 4))
+                train_seconds=round(time.time() - t0, 1), final_loss=round(loss.item(), 4))
     return SmallRecogniser(net.cpu(), meta, device)
 
 

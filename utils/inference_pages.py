@@ -143,7 +143,8 @@ def batches(ds, indices: Sequence[int], batch_size: int, workers: int,
 
 # ---- passwords ----------------------------------------------------------------------------------
 
-def _image_generator(seed: int, index: int) -> torch.Generator:
+def image_generator(seed: int, index: int) -> torch.Generator:
+    """The random generator of one image's passwords: depends only on (seed, index)."""
     state = np.random.SeedSequence([seed, index]).generate_state(2, np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
@@ -154,7 +155,7 @@ def strip_passwords(indices: Sequence[int], length: int, seed: int, user: Passwo
     depends only on (seed, index)."""
     rows = []
     for i in indices:
-        g = _image_generator(seed, int(i))
+        g = image_generator(seed, int(i))
         s = draw_step_passwords(1, length, g)
         if user is None:
             rows.append((s.p, s.p2, s.w1))

@@ -1,0 +1,404 @@
+"""The evaluation run behind evaluate.py: the views of every test face, their measurements, and the
+summary that report.py writes.
+
+For each test face I (in [-1, 1], with its five landmarks) and passwords drawn from (seed, image
+index) -- so a face's results never depend on its batch or on which other faces are evaluated:
+
+    M = G(I, p), M2 = G(I, p2), R = G(M, ~p), WR1 = G(M, w1), WR2 = G(M, w2),
+    R_jpeg95 = G(JPEG95(M), ~p), R_jpeg75 = G(JPEG75(M), ~p),
+
+and the baselines of metrics.baselines applied to I. G runs in inference mode, in float32.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import datasets
+from models.passwords import complement, draw_step_passwords
+from utils.checkpoint import CheckpointError, load_checkpoint
+from utils.config import SCHEMA, ConfigError, Config, load_yaml, make_config
+from utils.distributed import pick_device
+from utils.face_detect import DlibDetector
+from utils.images import to_uint8
+from utils.inference_pages import (PROJECT_ROOT, InferenceError, Runner, batches, choose_images, image_generator,
+                                   load_generator, load_test_split, new_folder)
+
+from . import quality
+from .attack import password_attack
+from .baselines import BASELINES, face_box
+from .recognisers import (DLIB_THRESHOLD, DlibRecogniser, SmallRecogniser, SphereFaceRecogniser, calibrate,
+                          original_pairs, pairwise, train_small_recogniser, verification)
+
+SMOKE_YAML = os.path.join(PROJECT_ROOT, "config", "smoke.yaml")
+MAIN_YAML = os.path.join(PROJECT_ROOT, "config", "main.yaml")
+SYNTHETIC_KEYS = ("data_root", "synthetic_dir", "synthetic_identities", "synthetic_images_per_id", "synthetic_seed")
+JPEG_QUALITIES = (95, 75)
+
+# views of the generator, in table order; the baselines follow
+ORIGINAL = "original"
+G_VIEWS = ("anonymized", "second anonymization", "recovered", "recovered (M as JPEG q95)",
+           "recovered (M as JPEG q75)", "wrong recovery 1", "wrong recovery 2")
+PRIVACY_VIEWS = ("anonymized", "second anonymization", "wrong recovery 1", "wrong recovery 2")
+RECOVERY_VIEWS = ("recovered", "recovered (M as JPEG q95)", "recovered (M as JPEG q75)")
+DIVERSITY_PAIRS = (("anonymized", "second anonymization"), ("wrong recovery 1", "wrong recovery 2"))
+DETECTION_VIEWS = (ORIGINAL, "anonymized", "recovered", "wrong recovery 1")
+EXAMPLE_VIEWS = (ORIGINAL, "anonymized", "second anonymization", "recovered", "wrong recovery 1",
+                 "wrong recovery 2")
+
+
+@dataclass
+class Options:
+    checkpoint: str
+    dataset: str
+    out: str
+    data_root: str | None = None
+    config: str | None = None
+    max_images: int | None = None
+    batch_size: int = 16
+    device: str = "auto"
+    seed: int = 0
+    recogniser: str | None = None
+    recogniser_epochs: int = 12
+    no_dlib: bool = False
+    attack_images: int = 16
+    attack_candidates: int = 256
+    examples: int = 8
+    fid_weights: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class Measured:
+    """Everything measured per image, before summarising."""
+    labels: list = field(default_factory=list)
+    indices: list = field(default_factory=list)
+    paths: list = field(default_factory=list)
+    quality: dict = field(default_factory=dict)      # view -> metric -> list
+    embeddings: dict = field(default_factory=dict)   # recogniser -> view -> list of arrays
+    detected: dict = field(default_factory=dict)     # view -> list of bool
+    fid: dict = field(default_factory=dict)          # view -> list of Inception feature arrays
+    examples: list = field(default_factory=list)     # rows of uint8 images
+    example_titles: list = field(default_factory=list)
+
+
+# ---- setup --------------------------------------------------------------------------------------
+
+def evaluation_config(ckpt: dict, dataset: str, config_path: str | None, data_root: str | None) -> Config:
+    """The settings of the evaluation: --config, else the checkpoint's own, else config/main.yaml (the
+    authors' files carry none). For --dataset synthetic with a checkpoint not trained on synthetic
+    faces, the synthetic data of config/smoke.yaml."""
+    if config_path:
+        cfg = make_config(config_path)
+    elif isinstance(ckpt.get("config"), dict):
+        cfg = make_config(None, **{k: v for k, v in ckpt["config"].items() if k in SCHEMA})
+    else:
+        cfg = make_config(MAIN_YAML)
+    if dataset == "synthetic" and cfg.dataset != "synthetic":
+        smoke = load_yaml(SMOKE_YAML)
+        for key in SYNTHETIC_KEYS:
+            cfg[key] = smoke[key]
+    if data_root:
+        cfg["data_root"] = data_root
+    return cfg
+
+
+def view_passwords(indices, length: int, seed: int):
+    """p, p2, w1, w2 (B, L) for split indices: each row depends only on (seed, index)."""
+    rows = [draw_step_passwords(1, length, image_generator(seed, int(i))) for i in indices]
+    return tuple(torch.cat([getattr(r, k) for r in rows]) for k in ("p", "p2", "w1", "w2"))
+
+
+def detector_upsample(side: int) -> int:
+    """dlib HOG finds faces of about 80 px; faces fill about half of these images, so the image is
+    doubled until its side is at least 160 px."""
+    u = 0
+    while side * 2 ** u < 160:
+        u += 1
+    return u
+
+
+def face_detected(detector: DlibDetector, image: np.ndarray, landmarks: torch.Tensor) -> bool:
+    """A face is found whose box centre lies inside the original face's box (a detection elsewhere
+    in the image does not count)."""
+    l, t, r, b = face_box(landmarks, image.shape[:2])
+    for f in detector.detect(image):
+        cx, cy = (f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2
+        if l <= cx <= r and t <= cy <= b:
+            return True
+    return False
+
+
+def small_recogniser(opts: Options, cfg: Config, dataset: str, device, log) -> SmallRecogniser | None:
+    """The small recogniser: loaded from --recogniser, or (synthetic data) trained on the training
+    identities and saved beside the data on first use."""
+    meta = {"dataset": dataset, "img_size": int(cfg.img_size)}
+    if dataset == "synthetic":
+        meta.update(synthetic_identities=int(cfg.synthetic_identities),
+                    synthetic_images_per_id=int(cfg.synthetic_images_per_id), synthetic_seed=int(cfg.synthetic_seed))
+    path = opts.recogniser
+    if path is None:
+        if dataset != "synthetic":
+            return None
+        path = os.path.join(cfg.data_root, f"{cfg.synthetic_dir}_recogniser_{cfg.img_size}px_e{opts.recogniser_epochs}.pth")
+    if os.path.isfile(path):
+        return SmallRecogniser.load(path, device, expect=meta)
+    if opts.recogniser is not None and dataset != "synthetic":
+        raise CheckpointError(f"recogniser file not found: {path}")
+    train_set = datasets.build_dataset(cfg, "train", dataset)
+    log(f"training the small recogniser on {len(train_set)} images of the training identities "
+        f"({opts.recogniser_epochs} epochs); saved to {path}")
+    rec = train_small_recogniser(train_set, meta, epochs=opts.recogniser_epochs, seed=opts.seed, device=device)
+    rec.save(path)
+    rec.meta["path"] = os.path.abspath(path)
+    return rec
+
+
+# ---- measuring ----------------------------------------------------------------------------------
+
+@torch.no_grad()
+def measure_batch(run: Runner, b: dict, L: int, seed: int, recognisers: dict, detector, m: Measured,
+                  examples: int, inception=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """All views of one batch and their per-image measurements; returns M (for the attack)."""
+    I = b["image"].to(run.device)
+    lm = b["landmarks"]
+    if not torch.isfinite(lm).all():
+        bad = [p for p, ok in zip(b["path"], torch.isfinite(lm).flatten(1).all(1)) if not ok]
+        raise InferenceError(f"the evaluation needs five landmarks for every image; none for {bad[:3]}")
+    p, p2, w1, w2 = view_passwords(b["index"].tolist(), L, seed)
+    M = run(I, p)
+    views = OrderedDict([(ORIGINAL, I), ("anonymized", M), ("second anonymization", run(I, p2)),
+                         ("recovered", run(M, complement(p)))])
+    for q in JPEG_QUALITIES:
+        views[f"recovered (M as JPEG q{q})"] = run(quality.jpeg_round_trip(M, q), complement(p))
+    views["wrong recovery 1"] = run(M, w1)
+    views["wrong recovery 2"] = run(M, w2)
+    for base in BASELINES:
+        views[base.name] = base(I, lm)
+    for name, x in views.items():
+        if name == ORIGINAL:
+            continue
+        q = m.quality.setdefault(name, {"psnr": [], "ssim": [], "ms_ssim": []})
+        q["psnr"] += quality.psnr(x, I).tolist()
+        q["ssim"] += quality.ssim(x, I).tolist()
+        q["ms_ssim"] += quality.ms_ssim(x, I).tolist()
+    for rname, rec in recognisers.items():
+        store = m.embeddings.setdefault(rname, {})
+        for name, x in views.items():
+            store.setdefault(name, []).append(rec.embed(x, lm))
+    if inception is not None:
+        for name in DETECTION_VIEWS + tuple(bl.name for bl in BASELINES):
+            m.fid.setdefault(name, []).append(inception(views[name]))
+    u8 = {name: to_uint8(x) for name, x in views.items()}
+    for name in DETECTION_VIEWS + tuple(bl.name for bl in BASELINES):
+        m.detected.setdefault(name, []).extend(face_detected(detector, u8[name][i], lm[i]) for i in range(len(I)))
+    for i in range(len(I)):
+        if len(m.examples) < examples:
+            m.examples.append([u8[name][i] for name in EXAMPLE_VIEWS + tuple(bl.name for bl in BASELINES)])
+            m.example_titles.append(b["path"][i])
+    m.labels += b["label"].tolist()
+    m.indices += b["index"].tolist()
+    m.paths += list(b["path"])
+    return M, p
+
+
+# ---- summarising --------------------------------------------------------------------------------
+
+def figure(section, metric, view, recogniser, value, n, definition) -> dict:
+    return {"section": section, "metric": metric, "view": view, "recogniser": recogniser,
+            "value": None if value is None or not np.isfinite(value) else round(float(value), 6), "n": int(n),
+            "definition": definition}
+
+
+def summarise_recogniser(name: str, rec, base: str, thr: float, source: str, emb: dict, labels: np.ndarray,
+                         figures: list, curves: dict) -> dict:
+    E0 = emb[ORIGINAL]
+    D00 = pairwise(E0, E0, rec.metric)
+    same, diff = original_pairs(D00, labels)
+    ver = verification(same, diff, thr)
+    n = len(labels)
+    loo = D00 + np.diag(np.full(n, np.inf))
+    nearest_other = labels[np.argmin(loo, 1)] if n > 1 else labels
+    has_other = np.array([(labels == labels[i]).sum() > 1 for i in range(n)])
+    info = {"description": rec.description, "distance": rec.metric, "threshold": round(thr, 6),
+            "threshold_source": source}
+    where = f"recogniser {name} (threshold {thr:.4g}, {source})"
+    figures += [
+        figure("recogniser", "true_match_rate", ORIGINAL, name, ver.true_match, ver.same_pairs,
+               f"share of pairs of test originals of the same identity at distance < threshold; {where}"),
+        figure("recogniser", "true_non_match_rate", ORIGINAL, name, ver.true_non_match, ver.different_pairs,
+               f"share of pairs of test originals of different identities at distance >= threshold; {where}"),
+        figure("recogniser", "balanced_accuracy", ORIGINAL, name, ver.balanced_accuracy, ver.same_pairs + ver.different_pairs,
+               "mean of the true match and true non-match rates on pairs of test originals"),
+        figure("recogniser", "auc", ORIGINAL, name, ver.auc, ver.same_pairs + ver.different_pairs,
+               "probability that a same-identity pair of originals is closer than a different-identity pair"),
+        figure("recogniser", "rank1_leave_one_out", ORIGINAL, name,
+               (nearest_other == labels)[has_other].mean() if has_other.any() else float("nan"), int(has_other.sum()),
+               "share of originals whose nearest other test original (itself excluded) has the same identity"),
+    ]
+    for view, E in emb.items():
+        if view == ORIGINAL:
+            continue
+        d = rec.distance(E0, E)
+        match = d < thr
+        gallery = pairwise(E, E0, rec.metric)
+        rank1 = (labels[np.argmin(gallery, 1)] == labels).mean()
+        figures += [
+            figure("identity", "match_rate", view, name, match.mean(), n,
+                   f"share of {view} images at distance < threshold from their original; {where}"),
+            figure("identity", "deid_rate", view, name, 1 - match.mean(), n,
+                   f"share of {view} images NOT matched to their original (distance >= threshold); {where}"),
+            figure("identity", "mean_distance", view, name, d.mean(), n,
+                   f"mean distance between each {view} image and its original ({rec.metric})"),
+            figure("identity", "rank1_reid", view, name, rank1, n,
+                   f"share of {view} images whose nearest image in a gallery of all {n} test originals (its own "
+                   "original included) has the original's identity"),
+        ]
+        if base not in curves:
+            curves[base] = {"threshold": [], "distances": {}, "same": same, "different": diff}
+        curves[base]["distances"][view] = d
+        curves[base]["threshold"] = sorted(set(curves[base]["threshold"]) | {thr})
+    for a, b in DIVERSITY_PAIRS:
+        d = rec.distance(emb[a], emb[b])
+        figures += [
+            figure("diversity", "different_rate", f"{a} vs {b}", name, (d >= thr).mean(), n,
+                   f"share of pairs ({a}, {b}) of one face at distance >= threshold: the recogniser sees two people; {where}"),
+            figure("diversity", "mean_distance", f"{a} vs {b}", name, d.mean(), n,
+                   f"mean distance between {a} and {b} of the same face ({rec.metric})"),
+        ]
+    info["verification_originals"] = {"true_match_rate": ver.true_match, "true_non_match_rate": ver.true_non_match,
+                                      "balanced_accuracy": ver.balanced_accuracy, "auc": ver.auc,
+                                      "same_pairs": ver.same_pairs, "different_pairs": ver.different_pairs}
+    return info
+
+
+def summarise(m: Measured, recognisers: dict, opts: Options) -> tuple[list, dict, dict]:
+    figures, infos, curves = [], {}, {}
+    labels = np.asarray(m.labels)
+    n = len(labels)
+    for view, q in m.quality.items():
+        for metric, what in (("psnr", "PSNR in dB (capped at 100 for identical images)"), ("ssim", "SSIM"),
+                             ("ms_ssim", "MS-SSIM")):
+            figures.append(figure("quality", metric, view, None, float(np.mean(q[metric])), len(q[metric]),
+                                  f"mean {what} of the {view} image against the original"))
+    for view, hits in m.detected.items():
+        figures.append(figure("detection", "detection_rate", view, None, float(np.mean(hits)), len(hits),
+                              f"share of {view} images in which dlib's HOG detector finds a face centred in the "
+                              "original face's box"))
+    if m.fid:
+        from .fid import frechet_distance
+
+        ref = np.concatenate(m.fid[ORIGINAL])
+        for view, feats in m.fid.items():
+            if view != ORIGINAL:
+                figures.append(figure("realism", "fid", view, None, frechet_distance(ref, np.concatenate(feats)), n,
+                                      f"Frechet Inception distance between the {n} originals and the {n} {view} "
+                                      "images (weights from --fid-weights; see metrics/fid.py)"))
+    for base, rec in recognisers.items():
+        emb = {v: np.concatenate(e) for v, e in m.embeddings[base].items()}
+        variants = []
+        if base == "dlib":
+            same, diff = original_pairs(pairwise(emb[ORIGINAL], emb[ORIGINAL], rec.metric), labels)
+            variants.append(("dlib", DLIB_THRESHOLD, "dlib's published threshold"))
+            if len(same) and len(diff):
+                variants.append(("dlib (calibrated)", calibrate(same, diff),
+                                 "best balanced accuracy on pairs of test originals"))
+        else:
+            same, diff = original_pairs(pairwise(emb[ORIGINAL], emb[ORIGINAL], rec.metric), labels)
+            if not (len(same) and len(diff)):
+                continue
+            variants.append((base, calibrate(same, diff), "best balanced accuracy on pairs of test originals"))
+        for name, thr, source in variants:
+            infos[name] = summarise_recogniser(name, rec, base, thr, source, emb, labels, figures, curves)
+    return figures, infos, curves
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+def run(opts: Options, log=print) -> str:
+    """Evaluate; returns the output folder (``opts.out``, or ``opts.out_2``... if it exists)."""
+    from .report import write_report
+
+    try:
+        device = pick_device(opts.device)
+    except RuntimeError as e:
+        raise InferenceError(str(e)) from None
+    for key in ("batch_size", "attack_candidates", "recogniser_epochs"):
+        if getattr(opts, key) < 1:
+            raise InferenceError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(opts, key)}")
+    if opts.max_images is not None and opts.max_images < 1:
+        raise InferenceError(f"--max-images must be at least 1, got {opts.max_images}")
+    if opts.dataset not in datasets.DATASETS:
+        raise InferenceError(f"unknown dataset {opts.dataset!r}; choose one of {', '.join(datasets.DATASETS)}")
+    torch.manual_seed(opts.seed)
+    ckpt = load_checkpoint(opts.checkpoint)
+    cfg = evaluation_config(ckpt, opts.dataset, opts.config, opts.data_root)
+    model = load_generator(cfg, opts.checkpoint, device)
+    runner = Runner(model, amp=False)
+    ds = load_test_split(cfg, opts.dataset)
+    indices = choose_images(len(ds), opts.max_images, opts.seed)
+    if ds.labels is None:
+        raise InferenceError(f"{ds}: the evaluation needs identity labels (verification and re-identification)")
+
+    recognisers, skipped = OrderedDict(), []
+    if opts.no_dlib:
+        skipped.append({"what": "dlib recogniser", "why": "--no-dlib"})
+    else:
+        recognisers["dlib"] = DlibRecogniser()
+    try:
+        recognisers["sphereface"] = SphereFaceRecogniser.from_checkpoint(ckpt, cfg, device)
+    except (CheckpointError, KeyError) as e:
+        skipped.append({"what": "SphereFace (white-box) recogniser", "why": str(e)})
+    small = small_recogniser(opts, cfg, opts.dataset, device, log)
+    if small is not None:
+        recognisers["small"] = small
+    else:
+        skipped.append({"what": "small recogniser", "why": "trained only for synthetic data; give --recogniser FILE"})
+    del ckpt
+    inception = None
+    if opts.fid_weights:
+        from .fid import InceptionFeatures
+        inception = InceptionFeatures(opts.fid_weights, device)
+    else:
+        skipped.append({"what": "FID", "why": "no Inception weights given (--fid-weights FILE); nothing is downloaded"})
+    detector = DlibDetector(model="hog", upsample=detector_upsample(cfg.img_size), min_face=0)
+
+    L = model.passwd_length
+    m = Measured()
+    attack_n = min(opts.attack_images, len(indices))
+    attack_M, attack_p = [], []
+    t0 = time.time()
+    with tqdm(total=len(indices) + attack_n, unit="img", desc="evaluate", disable=not opts.progress) as bar:
+        for b in batches(ds, indices, opts.batch_size, 0, device):
+            M, p = measure_batch(runner, b, L, opts.seed, recognisers, detector, m, opts.examples, inception)
+            need = attack_n - sum(len(x) for x in attack_M)
+            if need > 0:
+                attack_M.append(M[:need])
+                attack_p.append(p[:need])
+            bar.update(len(b["index"]))
+        attack = password_attack(runner, torch.cat(attack_M), torch.cat(attack_p), opts.attack_candidates,
+                                 seed=opts.seed, progress=bar.update) if attack_n else None
+    measure_seconds = time.time() - t0
+
+    figures, infos, curves = summarise(m, recognisers, opts)
+    protocol = {
+        "checkpoint": os.path.abspath(opts.checkpoint), "generator_sha256": model.fingerprint,
+        "original_format": model.original_format, "dataset": ds.name, "split": "test", "data": ds.image_dir,
+        "images": len(m.labels), "identities": int(len(set(m.labels))), "img_size": int(cfg.img_size),
+        "passwd_length": L, "use_minus_one": model.mode, "seed": opts.seed, "device": str(device),
+        "precision": "float32", "batch_size": opts.batch_size, "max_images": opts.max_images,
+        "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(), "seconds": round(measure_seconds, 1),
+        "baselines": {bl.name: bl.describe(cfg.img_size) for bl in BASELINES},
+        "jpeg_qualities": list(JPEG_QUALITIES), "detector": f"dlib HOG, upsample {detector_upsample(cfg.img_size)}",
+    }
+    out = new_folder(opts.out)
+    write_report(out, protocol, figures, infos, curves, attack, skipped, m, opts)
+    return out

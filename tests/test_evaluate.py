@@ -1,0 +1,217 @@
+"""evaluate.py end to end on synthetic faces with a tiny 8-bit checkpoint, and the password attack.
+
+The checkpoint holds freshly initialised narrow networks saved the way the trainer saves them (no
+training: these tests check the measurement, not the model)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import datasets
+import evaluate
+from metrics import attack as atk
+from metrics.evaluation import G_VIEWS, ORIGINAL, Options, run, view_passwords
+from metrics.baselines import BASELINES
+from models import Networks
+from models.passwords import complement
+from tests.browser import Chromium, require_chromium, serve_directory
+from tests.views_helpers import ROOT, local_file, one_thread, parse_page, tiny_config  # noqa: F401
+from utils.checkpoint import FORMAT, InferenceModel, save_checkpoint
+from utils.inference_pages import Runner
+
+N_IMAGES = 4
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    base = tmp_path_factory.mktemp("evaluate")
+    cfg = tiny_config(str(base / "data"), str(base / "ck"), passwd_length=8)
+    train = datasets.build_dataset(cfg, "train")  # generates the tiny synthetic faces
+    torch.manual_seed(0)
+    nets = Networks(cfg, train.num_classes)
+    path = str(base / "tiny.pth.tar")
+    save_checkpoint({"format": FORMAT, "epoch": 0, "iter": 0, "global_iter": 0, "config": dict(cfg),
+                     "mean_landmarks": train.mean_landmarks(), "state_dict_G": nets.G.state_dict(),
+                     "state_dict_FR": nets.FR.state_dict()}, path)
+    return SimpleNamespace(base=base, cfg=cfg, ckpt=path)
+
+
+def options(tiny, out, **kw) -> Options:
+    o = dict(checkpoint=tiny.ckpt, dataset="synthetic", out=str(out), max_images=N_IMAGES, batch_size=3,
+             device="cpu", recogniser_epochs=1, no_dlib=True, attack_images=1, attack_candidates=16, examples=2,
+             progress=False)
+    o.update(kw)
+    return Options(**o)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny):
+    out = run(options(tiny, tiny.base / "eval"), log=lambda *_: None)
+    with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:
+        return SimpleNamespace(out=out, data=json.load(f))
+
+
+def figures_by_key(data):
+    return {(f["section"], f["metric"], f["view"], f["recogniser"]): f for f in data["figures"]}
+
+
+def check_every_figure(data, recognisers):
+    figs = figures_by_key(data)
+    views = list(G_VIEWS) + [b.name for b in BASELINES]
+    expected = []
+    for v in views:
+        expected += [("quality", m, v, None) for m in ("psnr", "ssim", "ms_ssim")]
+        for r in recognisers:
+            expected += [("identity", m, v, r) for m in ("match_rate", "deid_rate", "mean_distance", "rank1_reid")]
+    for v in (ORIGINAL, "anonymized", "recovered", "wrong recovery 1") + tuple(b.name for b in BASELINES):
+        expected.append(("detection", "detection_rate", v, None))
+    for r in recognisers:
+        expected += [("recogniser", m, ORIGINAL, r) for m in
+                     ("true_match_rate", "true_non_match_rate", "balanced_accuracy", "auc", "rank1_leave_one_out")]
+        for pair in ("anonymized vs second anonymization", "wrong recovery 1 vs wrong recovery 2"):
+            expected += [("diversity", m, pair, r) for m in ("different_rate", "mean_distance")]
+    missing = [k for k in expected if k not in figs]
+    assert not missing, missing
+    for k in expected:
+        f = figs[k]
+        assert f["definition"] and f["n"] > 0, k
+        assert f["value"] is not None and math.isfinite(f["value"]), k
+        if k[1] not in ("psnr", "mean_distance"):
+            assert 0 <= f["value"] <= 1 + 1e-9, k
+    for k in expected:
+        if k[0] in ("quality", "identity", "detection"):
+            assert figs[k]["n"] == N_IMAGES, k  # the partial last batch (4 = 3 + 1) counts
+    assert set(data["recognisers"]) == set(recognisers)
+    for r in recognisers:
+        assert data["recognisers"][r]["threshold"] is not None and data["recognisers"][r]["description"]
+
+
+def test_json_has_every_figure_with_definition_and_sample_size(evaluated):
+    d = evaluated.data
+    check_every_figure(d, ["sphereface", "small"])
+    p = d["protocol"]
+    assert p["images"] == N_IMAGES and p["passwd_length"] == 8 and p["dataset"] == "synthetic"
+    assert set(p["baselines"]) == {b.name for b in BASELINES}
+    a = d["attack"]
+    assert a["passwd_length"] == 8 and not a["exhaustive"] and a["candidates_per_image"] == 16
+    assert a["images"] == 1 and 1 <= a["ranks"][0] <= 16 and a["chance_top1"] == 1 / 16
+    assert 0 <= a["top1"] <= a["top5"] <= 1 and a["seconds_per_guess"] > 0
+    assert set(a["time_to_exhaust"]) == {"2^16", "2^32", "2^64"}
+    assert a["time_to_exhaust"]["2^32"]["seconds"] == pytest.approx(a["seconds_per_guess"] * 2 ** 32)
+    assert "64" in d["password_advice"]
+    assert {s["what"] for s in d["skipped"]} >= {"FID", "dlib recogniser"}
+    # an identical image is matched by every recogniser: the recovered view of an untrained G is not,
+    # but the originals' own pairs are what the thresholds were calibrated on
+    report = open(os.path.join(evaluated.out, "report.md"), encoding="utf-8").read()
+    for title in ("Recognisers on test originals", "Privacy, recovery and realism", "Diversity", "Password guessing"):
+        assert title in report
+    assert "solid mask" in report and "sigma = side/32 (2 px)" in report
+
+
+def test_page_links_only_existing_images(evaluated):
+    page = os.path.join(evaluated.out, "index.html")
+    p = parse_page(page)
+    assert len(p.imgs) == 4 + 2 * (6 + len(BASELINES))  # 2 histograms + 2 curves, 2 example strips
+    assert all(os.path.isfile(local_file(page, s)) for s in p.imgs)
+
+
+def test_same_numbers_again_whatever_the_batch_and_nothing_overwritten(tiny, evaluated):
+    out = run(options(tiny, tiny.base / "eval", batch_size=4, attack_images=0), log=lambda *_: None)
+    assert out == evaluated.out + "_2"
+    with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:
+        again = figures_by_key(json.load(f))
+    first = figures_by_key(evaluated.data)
+    assert again.keys() == first.keys()
+    for k, f in first.items():
+        assert again[k]["value"] == pytest.approx(f["value"], rel=1e-4, abs=1e-5), k
+
+
+@pytest.mark.browser
+def test_page_loads_in_chromium_without_broken_images(evaluated):
+    require_chromium()
+    with serve_directory(evaluated.out) as base, Chromium() as browser:
+        assert browser.open(base + "index.html") == 200
+        imgs = browser.images()
+        assert len(imgs) == 4 + 2 * (6 + len(BASELINES))
+        broken = [i["src"] for i in imgs if i["naturalWidth"] <= 0 or i["naturalHeight"] <= 0]
+        assert not broken
+
+
+# ---- the password attack --------------------------------------------------------------------------
+
+def test_candidates_hold_the_true_password():
+    g = torch.Generator().manual_seed(0)
+    true = torch.tensor([1, 0, 1, 1, 0, 0, 1, 0], dtype=torch.uint8)
+    every = atk.candidate_codes(true, 256, g)
+    assert every.shape == (256, 8) and len({tuple(c.tolist()) for c in every}) == 256
+    some = atk.candidate_codes(true, 16, g)
+    assert some.shape == (16, 8) and len({tuple(c.tolist()) for c in some}) == 16
+    assert (some == true).all(1).sum() == 1
+
+
+def test_rank_counts_ties_against_the_attacker():
+    s = torch.tensor([0.5, 0.1, 0.1, 0.9])
+    assert atk.rank_of(s, 1) == 2 and atk.rank_of(s, 0) == 3 and atk.rank_of(s, 3) == 4
+    r = atk.AttackResult(8, 256, True, ranks=[1, 3, 7, 200])
+    assert (r.top(1), r.top(5)) == (0.25, 0.5)
+    assert atk.human_duration(30) == "30 s" and atk.human_duration(7200) == "2 hours"
+    assert atk.human_duration(3 * 365.25 * 86400) == "3 years"
+
+
+def attack_tiny(tiny, candidates):
+    model = InferenceModel(tiny.ckpt)
+    runner = Runner(model, amp=False)
+    test = datasets.build_dataset(tiny.cfg, "test")
+    x = test[0]["image"][None]
+    p = view_passwords([0], 8, 0)[0]
+    M = runner(x, p)
+    return runner, M, p, atk.password_attack(runner, M, p, max_candidates=candidates, seed=0)
+
+
+def test_attack_on_a_tiny_8_bit_model(tiny):
+    runner, M, p, res = attack_tiny(tiny, 24)
+    assert not res.exhaustive and res.candidates == 24 and res.guesses == 24
+    assert 1 <= res.ranks[0] <= 24 and res.time_per_guess > 0 and res.top(5) in (0.0, 1.0)
+    # the score is the consistency test: the true code's score is what the definition says
+    s = atk.scores(runner, M, p, chunk=1)
+    assert s[0].item() == pytest.approx((runner(runner(M, complement(p)), p) - M).abs().mean().item(), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_exhaustive_attack_on_a_tiny_8_bit_model(tiny):
+    _, _, _, res = attack_tiny(tiny, 256)
+    assert res.exhaustive and res.candidates == 256 and res.guesses == 256
+    assert 1 <= res.ranks[0] <= 256 and res.time_per_guess > 0
+
+
+@pytest.mark.slow
+def test_cli_with_dlib(tiny, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), "--checkpoint", tiny.ckpt, "--dataset",
+                           "synthetic", "--out", str(tmp_path / "e"), "--max-images", str(N_IMAGES),
+                           "--recogniser-epochs", "1", "--attack-images", "1", "--device", "cpu"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(tmp_path / "e" / "metrics.json", encoding="utf-8") as f:
+        data = json.load(f)
+    check_every_figure(data, ["dlib", "dlib (calibrated)", "sphereface", "small"])
+    assert data["recognisers"]["dlib"]["threshold"] == 0.6
+    assert proc.stderr.count("\r") >= 1 and "evaluate" in proc.stderr  # the progress bar
+
+
+def test_bad_input_is_a_one_line_error(tiny, tmp_path, capsys):
+    base = ["--dataset", "synthetic", "--out", str(tmp_path / "o")]
+    assert evaluate.main(["--checkpoint", str(tmp_path / "missing.pth")] + base) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "missing.pth" in err and err.count("\n") == 1
+    assert evaluate.main(["--checkpoint", tiny.ckpt, "--max-images", "0"] + base) == 2
+    assert "--max-images" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "o")

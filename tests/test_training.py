@@ -94,6 +94,15 @@ def test_a_few_smoke_iterations_end_to_end(data_root, tmp_path):
     assert (tmp_path / "ck" / "smoke_2" / "log.txt").exists()
 
 
+def test_a_run_cut_short_by_the_time_limit_still_writes_its_pages(data_root, tmp_path):
+    run = tmp_path / "ck" / "smoke"
+    training.train(tiny(data_root, tmp_path / "ck", max_iters=50, html_freq=1000, time_limit_min=1e-6))
+    assert (run / "web" / "index.html").exists() and (run / "test_web" / "index.html").exists()
+    assert (run / "eval.json").exists()
+    last = (run / "log.txt").read_text().splitlines()[-1]
+    assert "reached iteration 1 of 50 (time limit of 1e-06 min)" in last, last
+
+
 def record_steps(monkeypatch):
     seen = []
     original = Objective.step

@@ -433,14 +433,15 @@ class Trainer:
                         bar.set_postfix(G=f"{avg['G']:.3f}", D=f"{avg['D']:.3f}", recon=f"{avg['recon']:.3f}")
                         if self.vis:
                             self.vis.plot_losses(it, avg)
-                    if self.dist.main and (it % cfg.html_freq == 0 or it == total_iters):
+                    timed_out = bool(cfg.time_limit_min) and (time.time() - start) > cfg.time_limit_min * 60
+                    last = it >= total_iters or timed_out or self.stop_requested
+                    if self.dist.main and (it % cfg.html_freq == 0 or last):  # a cut-short run has pages too
                         self.pages(batch)
                     if self.vis and it % cfg.display_freq == 0:
                         self.vis.show_images(self.training_images(batch), title="training batch")
-                    timed_out = cfg.time_limit_min and (time.time() - start) > cfg.time_limit_min * 60
                     if self.iter_in_epoch % ckpt_every == 0 and self.iter_in_epoch < per_epoch:
                         self.save()
-                    if it >= total_iters or timed_out or self.stop_requested:
+                    if last:
                         finished = True
                         if timed_out:
                             self.log(f"time limit of {cfg.time_limit_min} min reached")
@@ -460,6 +461,8 @@ class Trainer:
             self.close()
             raise KeyboardInterrupt  # the checkpoint is saved; the caller still learns of the interruption
         result = self.final_evaluation()
+        cut = f" (time limit of {cfg.time_limit_min} min)" if self.global_iter < total_iters else ""
+        self.log(f"reached iteration {self.global_iter} of {total_iters}{cut}; run folder {self.run_dir}")
         self.close()
         return result
 

@@ -72,7 +72,9 @@ def test_generator_depends_on_password(fmt, model, orig_ckpt):
     x = torch.rand(2, 3, size, size) * 2 - 1
     bits = torch.randint(0, 2, (2, 16))
     assert (model(x, bits) - model(x, 1 - bits)).abs().mean() > 0.02
-    assert (model(x[1:], bits[1:]) - model(x, bits)[1:]).abs().max() < 1e-5  # still batch independent
+    # still batch independent, up to float32 rounding (kernels differ with the batch size; uint8
+    # output steps are 7.8e-3)
+    assert (model(x[1:], bits[1:]) - model(x, bits)[1:]).abs().max() < 1e-4
 
 
 def test_astronaut_found_and_only_face_region_changes(fp, astronaut_done):

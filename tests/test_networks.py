@@ -184,20 +184,24 @@ def test_folded_resize_convolution_equals_upsample_pad_conv(bias):
 @pytest.mark.parametrize("train", [True, False])
 def test_password_bias_first_convolution_equals_concatenated_channels(train):
     """The resnet G folds the constant password channels into a per-image bias of its first
-    convolution: the same function and gradients as convolving the concatenated input."""
+    convolution: the same function and gradients as convolving the concatenated input. Checked in
+    float64: in float32 the train-mode BatchNorm backward of six blocks amplifies rounding (the
+    gradients of the two forms differ by up to 0.7% on an AVX2 CPU, and by 1e-15 in float64)."""
     from models.networks import with_password
     torch.manual_seed(0)
     G = build_generator(make_config(ngf=8, which_model_netG="resnet_6blocks")).train(train)
-    x = (torch.rand(4, 3, 32, 32) * 2 - 1).requires_grad_(True)
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
     p = torch.randn(4, 16)
+    assert torch.allclose(G._run(x, p), G.model(with_password(x, p)), atol=1e-5)  # float32, forward
+    G, x, p = G.double(), x.double().requires_grad_(True), p.double()
     y, y_ref = G._run(x, p), G.model(with_password(x, p))
-    assert torch.allclose(y, y_ref, atol=1e-5)
+    assert torch.allclose(y, y_ref, atol=1e-12)
     g = torch.randn_like(y)
     w = G.model[1].weight
     gx, gw = torch.autograd.grad(y, (x, w), g)
     gx_ref, gw_ref = torch.autograd.grad(y_ref, (x, w), g)
     for a, b in ((gx, gx_ref), (gw, gw_ref)):
-        assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+        assert (a - b).abs().max() <= 1e-10 * b.abs().max()
     assert gw[:, 3:].abs().sum() > 0  # the password weights learn
     with pytest.raises(ValueError, match="password vector"):
         G._run(x, p[:, :8])

@@ -73,6 +73,7 @@ def test_paper_configs_hold_the_papers_values():
 
 # ---- a run and its folder -------------------------------------------------------------------------
 
+@pytest.mark.slow  # two runs and a full held-out evaluation; the cut-short test covers a run by default
 def test_a_few_smoke_iterations_end_to_end(data_root, tmp_path):
     cfg = tiny(data_root, tmp_path / "ck", max_iters=3, html_freq=2)
     result = training.train(cfg)
@@ -116,6 +117,7 @@ def record_steps(monkeypatch):
     return seen
 
 
+@pytest.mark.slow  # fourteen training steps in three runs
 def test_resume_continues_exactly(data_root, tmp_path, monkeypatch):
     seen = record_steps(monkeypatch)
     training.train(tiny(data_root, tmp_path / "a", max_iters=7))  # 4 iterations per epoch: crosses an epoch

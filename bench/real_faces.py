@@ -79,8 +79,9 @@ def scaled(img, box, face_px: float):
 def rotated(img, box, degrees: float):
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     m = cv2.getRotationMatrix2D((cx, cy), degrees, 1.0)
+    # Grey corners: mirrored corners would make symmetric, face-like patterns no photo has.
     out = cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_REFLECT_101)
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=(110, 110, 110))
     return out, box  # rotation about the face centre: the face keeps its centre and size
 
 

@@ -23,3 +23,17 @@ def test_train_step_benchmark_prints_its_figures():
         assert float(sec) > 0 and abs(float(img_s) - 2 / float(sec)) < 0.02 * float(img_s) + 0.01
         assert int(gflop) > 100 and int(gflops) > 0  # the paper's networks at 64x64, batch 2: ~370 GFLOP
     assert re.search(r"bf16 speed-up over fp32: [\d.]+x", out)
+
+
+@pytest.mark.slow
+def test_detector_benchmark_prints_its_figures():
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "detectors.py"), "--detectors", "hog", "yunet",
+                          "--no-lfw", "--repeat", "1"], capture_output=True, text=True, timeout=600, check=True).stdout
+    assert re.search(r"^\d+ photos, \d+ faces: original 3, small 15, tilted 18", out, re.M), out
+    rows = {m[0]: m for m in re.findall(r"^(hog|yunet@0\.5)\s+.*?(\d+)/(\d+)\s+(\d+)/(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$",
+                                          out, re.M)}
+    assert set(rows) == {"hog", "yunet@0.5"}, out
+    for name, *nums in rows.values():
+        found, total, big, big_total, fp_faces, fp_none, ms_photo, ms_720p = map(int, nums)
+        assert total == 72 and 0 <= found <= total and 0 <= big <= big_total and int(ms_720p) > 0
+    assert int(rows["yunet@0.5"][1]) > int(rows["hog"][1])  # recall: YuNet finds more real faces than HOG

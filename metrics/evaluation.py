@@ -24,7 +24,7 @@ from tqdm import tqdm
 import datasets
 from models.passwords import complement, draw_step_passwords
 from utils.checkpoint import CheckpointError, load_checkpoint
-from utils.config import SCHEMA, ConfigError, Config, load_yaml, make_config
+from utils.config import SCHEMA, Config, load_yaml, make_config
 from utils.distributed import pick_device
 from utils.face_detect import DlibDetector
 from utils.images import to_uint8

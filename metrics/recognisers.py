@@ -19,7 +19,6 @@ strongest judge of privacy.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 

@@ -201,7 +201,9 @@ def test_cli_with_dlib(tiny, tmp_path):
         data = json.load(f)
     check_every_figure(data, ["dlib", "dlib (calibrated)", "sphereface", "small"])
     assert data["recognisers"]["dlib"]["threshold"] == 0.6
-    assert proc.stderr.count("\r") >= 1 and "evaluate" in proc.stderr  # the progress bar
+    bar = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert bar and all(line.startswith("evaluate:") for line in bar)  # one progress bar, nothing else
+    assert bar[-1].startswith("evaluate: 100%") and f"{N_IMAGES + 1}/{N_IMAGES + 1}" in bar[-1]
 
 
 def test_bad_input_is_a_one_line_error(tiny, tmp_path, capsys):

@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     from models.passwords import password_from_text, read_passphrase
     from utils.checkpoint import CheckpointError, InferenceModel
     from utils.face_detect import make_detector
-    from utils.protect import FacePasswords, FaceProtector, fast_bf16
+    from utils.distributed import fast_bf16
+    from utils.protect import FacePasswords, FaceProtector
     from utils.protect_run import RunError, RunOptions, plan_outputs, run
     from utils.protect_video import VideoOptions
     from utils.distributed import pick_device

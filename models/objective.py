@@ -29,6 +29,7 @@ from .image_pool import ImagePool
 from .networks import GANLoss
 from .passwords import StepPasswords, digits, draw_step_passwords, encode
 from .sphereface import AngleLoss
+from utils.distributed import use_bf16
 
 HEADS = ("M", "R", "WR")
 
@@ -74,7 +75,7 @@ class Objective:
         self.cfg = cfg
         self.nets = nets
         self.device = torch.device(device)
-        self.amp = cfg["amp"] == "bf16"
+        self.amp = use_bf16(cfg["amp"], self.device)
         self.channels_last = bool(cfg["channels_last"])
         self.grad_sync = grad_sync
         self.gan = GANLoss(cfg["gan_mode"])

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from models.objective import Objective
-from utils import training
+from utils import distributed, training
 from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from utils.config import ConfigError, make_config
 
@@ -58,6 +58,20 @@ def test_values_of_the_wrong_type_are_errors(tmp_path, text, key):
     y.write_text(text)
     with pytest.raises(ConfigError, match=key):
         make_config(str(y))
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, expected", [(False, False, False), (True, False, True), (False, True, True)])
+def test_amp_auto_uses_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, amx, avx512_bf16, expected):
+    # On an AVX2-only CPU bf16 convolutions are emulated, many times slower than fp32.
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    cpu = torch.device("cpu")
+    assert distributed.use_bf16("auto", cpu) is expected
+    assert distributed.use_bf16("bf16", cpu) is True and distributed.use_bf16("none", cpu) is False
+    with pytest.raises(ValueError, match="fp16"):
+        distributed.use_bf16("fp16", cpu)
+    with pytest.raises(ConfigError, match="amp"):
+        make_config(os.path.join(ROOT, "config", "smoke.yaml"), amp="fp16")
 
 
 def test_paper_configs_hold_the_papers_values():

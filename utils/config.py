@@ -42,7 +42,8 @@ SCHEMA: dict[str, Option] = {
     "resume": _o(None, str, "checkpoint to continue from", nullable=True),
     "seed": _o(0, int, "random seed"),
     "device": _o("auto", str, "auto, cpu, cuda or cuda:N"),
-    "amp": _o("none", str, "mixed precision: none or bf16 autocast", choices=["none", "bf16"]),
+    "amp": _o("none", str, "mixed precision: none, bf16 autocast, or auto (bf16 on GPUs and on CPUs with "
+                           "AMX or AVX-512 BF16, where it is fast; fp32 elsewhere)", choices=["none", "bf16", "auto"]),
     "channels_last": _o(True, bool, "use the channels_last memory format (faster convolutions)"),
     "epochs": _o(30, int, "training epochs"),
     "max_iters": _o(0, int, "stop after this many training iterations in total (0: no limit)"),

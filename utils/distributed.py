@@ -47,6 +47,26 @@ def pick_device(pref: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+def fast_bf16(device) -> bool:
+    """Whether bf16 autocast is the fast path here: CUDA, or a CPU with AMX or AVX-512 BF16. Without
+    them (an AVX2-only CPU) bf16 convolutions are emulated and run many times slower than fp32."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return True
+    if dev.type != "cpu":
+        return False
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+def use_bf16(amp: str, device) -> bool:
+    """The config's ``amp`` on ``device``: ``bf16`` always, ``none`` never, ``auto`` where it is fast."""
+    if amp not in ("none", "bf16", "auto"):
+        raise ValueError(f"amp must be none, bf16 or auto, got {amp!r}")
+    return amp == "bf16" or (amp == "auto" and fast_bf16(device))
+
+
 def init(pref: str) -> DistInfo:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); otherwise one process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -37,7 +37,7 @@ from models.passwords import (Password, redraw_equal, complement, draw_step_pass
                               random_bits, read_passphrase)
 from utils.checkpoint import PAPER_G, CheckpointError, InferenceModel, generator_config, load_checkpoint
 from utils.config import Config, ConfigError, make_config
-from utils.distributed import pick_device
+from utils.distributed import pick_device, use_bf16
 from utils.fileio import atomic_save_image, atomic_write_text
 from utils.html import write_table_page
 from utils.images import to_uint8
@@ -306,7 +306,7 @@ def prepare(config_path: str, ckpt_name: str, dataset: str | None, data_root: st
     if batch <= 0:
         raise InferenceError(f"--batch_size must be positive, got {batch}")
     model = load_generator(cfg, ckpt, dev)
-    return Setup(cfg, ckpt, run_dir, model, Runner(model, cfg.amp == "bf16"), load_test_split(cfg, dataset), dev,
+    return Setup(cfg, ckpt, run_dir, model, Runner(model, use_bf16(cfg.amp, dev)), load_test_split(cfg, dataset), dev,
                  batch)
 
 

@@ -40,8 +40,7 @@ from utils.protect_frame import (BLENDS, blend_kind, blend_mask, crop_points, cu
                                  paste_faces, work_rgb)
 from utils.protect_record import Record, RecordError, check_face_count, pixel_sha256
 
-__all__ = ["FaceProtector", "FacePasswords", "Outcome", "ApproximateRecoveryWarning", "RecordError",
-           "fast_bf16"]
+__all__ = ["FaceProtector", "FacePasswords", "Outcome", "ApproximateRecoveryWarning", "RecordError"]
 
 _SEP = "\u241f"  # SYMBOL FOR UNIT SEPARATOR: cannot be typed by accident inside a passphrase
 
@@ -125,18 +124,6 @@ def as_face_passwords(password, length: int) -> FacePasswords:
     if fp.length != length:
         raise ValueError(f"the password has {fp.length} bits but this generator takes {length}")
     return fp
-
-
-def fast_bf16(device) -> bool:
-    """Whether bf16 autocast is the fast path here: CUDA, or a CPU with AMX or AVX-512 BF16."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return True
-    if dev.type != "cpu":
-        return False
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(getattr(cpu, name, lambda: False)() for name in checks)
 
 
 @dataclass

@@ -212,8 +212,9 @@ class Trainer:
         self.stop_requested = False
         self.run_dir = os.path.dirname(os.path.abspath(cfg.resume)) if cfg.resume else None
         self.log = RunLog(None, enabled=self.dist.main)  # kept in memory until the run folder is written
+        precision = "bf16" if distributed.use_bf16(cfg.amp, self.device) else "fp32"
         self.log(f"device: {self.device}, processes: {self.dist.world_size}, batch {self.batch} per process, "
-                 f"amp: {cfg.amp}, channels_last: {cfg.channels_last}")
+                 f"amp: {cfg.amp} ({precision}), channels_last: {cfg.channels_last}")
 
         # data (the main process first, so a synthetic dataset is generated once)
         if self.dist.main:

@@ -131,6 +131,7 @@ def test_video_keeps_frames_timing_audio_and_recovers(ckpt, video, tmp_path):
         protect_video(fp, video, str(tmp_path / "x.mp4"), pw, recover=True, record=rec, options=QUIET)
 
 
+@pytest.mark.slow  # three videos through the command line
 def test_video_cli_folder_no_faces_and_corrupt(ckpt, video, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FIT_PW", "tall ship")
     d = tmp_path / "in"

@@ -3,6 +3,7 @@ weights after a step, as torchrun training on several GPUs or nodes requires."""
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -56,6 +57,7 @@ def run(tmp_path, sync: bool) -> bool:
     return torch.load(out, weights_only=True)["same"]
 
 
+@pytest.mark.slow  # two torchrun-style processes train a few steps over gloo
 def test_two_processes_keep_identical_weights(tmp_path):
     assert run(tmp_path, sync=True)
     assert not run(tmp_path, sync=False)  # without the all-reduce they drift apart

@@ -145,6 +145,20 @@ def markdown_table(head, rows) -> str:
 
 # ---- plots --------------------------------------------------------------------------------------
 
+def _finish_plot(fig, ax, out: str, name: str, xlabel: str, ylabel: str, title: str,
+                 caption: str) -> tuple[str, str]:
+    """Label, save atomically as out/name and close one figure; returns (name, caption) for the page."""
+    import matplotlib.pyplot as plt  # plots() has chosen the Agg backend
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    atomic_write_bytes(os.path.join(out, name), _png(fig))
+    plt.close(fig)
+    return name, caption
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
@@ -170,15 +184,10 @@ def plots(out: str, curves: dict) -> list[tuple[str, str]]:
                 ax.hist(d, bins=bins, density=True, histtype="step", linewidth=1.5, label=f"{label} ({len(d)})")
         for t in c["threshold"]:
             ax.axvline(t, color="k", linestyle="--", linewidth=1)
-        ax.set_xlabel(f"distance ({base})")
-        ax.set_ylabel("density")
-        ax.set_title(f"{base}: distance to the original (dashed: thresholds)")
-        ax.legend(fontsize=7)
-        name = f"hist_{base}.png"
-        atomic_write_bytes(os.path.join(out, name), _png(fig))
-        plt.close(fig)
-        made.append((name, f"{base}: distribution of the distance between each image and its original, and of "
-                           "pairs of originals"))
+        made.append(_finish_plot(fig, ax, out, f"hist_{base}.png", f"distance ({base})", "density",
+                                 f"{base}: distance to the original (dashed: thresholds)",
+                                 f"{base}: distribution of the distance between each image and its original, "
+                                 "and of pairs of originals"))
 
         fig, ax = plt.subplots(figsize=(5, 5))
         diff = np.sort(c["different"])
@@ -190,16 +199,11 @@ def plots(out: str, curves: dict) -> list[tuple[str, str]]:
                 ds = np.sort(d)
                 ax.plot(fmr, np.searchsorted(ds, ts, side="left") / len(ds), label=label)
         ax.plot([0, 1], [0, 1], color="grey", linewidth=0.5)
-        ax.set_xlabel("false match rate (different-identity originals)")
-        ax.set_ylabel("match rate (pairs with the original)")
-        ax.set_title(f"{base}: verification curves")
-        ax.legend(fontsize=7)
-        name = f"roc_{base}.png"
-        atomic_write_bytes(os.path.join(out, name), _png(fig))
-        plt.close(fig)
-        made.append((name, f"{base}: for every threshold, the share of pairs (original, view) matched against the "
-                           "share of different-identity original pairs matched; the diagonal is a recogniser that "
-                           "cannot tell"))
+        made.append(_finish_plot(fig, ax, out, f"roc_{base}.png", "false match rate (different-identity originals)",
+                                 "match rate (pairs with the original)", f"{base}: verification curves",
+                                 f"{base}: for every threshold, the share of pairs (original, view) matched against "
+                                 "the share of different-identity original pairs matched; the diagonal is a "
+                                 "recogniser that cannot tell"))
     return made
 
 

@@ -111,8 +111,9 @@ def generate_synthetic_dataset(root: str, identities: int, images_per_id: int, s
         if workers == 1:
             chunks = [_write_identity(job) for job in jobs]
         else:
-            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-            with mp.get_context(method).Pool(workers) as pool:
+            # spawn, not fork: forking a process that already runs threads (torch, video decoding,
+            # visdom's sender) can leave a worker waiting forever on a lock copied in its held state
+            with mp.get_context("spawn").Pool(workers) as pool:
                 chunks = pool.map(_write_identity, jobs, chunksize=1)
         atomic_write_text(os.path.join(tmp, "landmarks.txt"), "\n".join(l for c in chunks for l in c) + "\n")
         meta = dict(_meta(identities, images_per_id, seed), version=VERSION, size=250)

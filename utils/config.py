@@ -83,6 +83,10 @@ SCHEMA: dict[str, Option] = {
     # ---- face recogniser ---------------------------------------------------------------------
     "fr_pretrained": _o("pretrained_models/sphere20a_20171020.pth", str,
                         "SphereFace-20a weights; empty string trains FR from scratch", nullable=True),
+    "fr_pretrain_epochs": _o(0, int, "first train FR alone on the training identities for this many epochs (A-Softmax, "
+                                     "aligned crops): the stand-in for the published SphereFace on data it was not "
+                                     "trained for; 0: off"),
+    "fr_pretrain_lr": _o(1e-3, float, "peak Adam learning rate of that pre-training (one-cycle schedule)"),
     "fr_width": _o(1.0, float, "SphereFace channel multiplier (1.0 is the published network)"),
     "fr_crop_height": _o(112, int, "height of the aligned face crop fed to FR"),
     "fr_crop_width": _o(96, int, "width of the aligned face crop fed to FR"),

@@ -33,6 +33,7 @@ from utils import distributed
 from utils.checkpoint import FORMAT, CheckpointError, load_checkpoint, load_state_strict, save_checkpoint
 from utils.config import Config, ConfigError, dump_yaml
 from utils.fileio import atomic_write_text
+from utils.fr_pretrain import pretrain_face_recognizer
 from utils.images import to_uint8
 from utils.metrics import VIEW_COLUMNS, ViewPasswords, evaluate, format_evaluation, views
 
@@ -175,7 +176,9 @@ def face_recognizer_classes(cfg: Config, train_set) -> int:
 def load_pretrained_fr(cfg: Config, nets: Networks, log) -> None:
     path = cfg.fr_pretrained
     if not path:
-        log("FR: trained from scratch (fr_pretrained is empty)")
+        log("FR: no pretrained file (fr_pretrained is empty); " + (
+            f"pre-trained on the training identities first ({cfg.fr_pretrain_epochs} epochs)" if cfg.fr_pretrain_epochs
+            else "trained from scratch with the transformer"))
         return
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained SphereFace not found: {path}\n" + SPHEREFACE_HELP.format(path=path))
@@ -240,6 +243,8 @@ class Trainer:
         self.nets.to(self.device)
         if cfg.channels_last:
             self.nets.to(memory_format=torch.channels_last)
+        if cfg.fr_pretrain_epochs and not cfg.resume:  # a resumed run has its FR in the checkpoint
+            pretrain_face_recognizer(cfg, self.nets.FR, self.train_set, self.device, self.log)
         sync = distributed.average_gradients if self.dist.world_size > 1 else None
         self.objective = Objective(cfg, self.nets, self.device, seed=cfg.seed * 1000 + self.dist.rank, grad_sync=sync)
         self.log(f"FR classes: {num_classes}; parameters: " + ", ".join(
@@ -406,7 +411,7 @@ class Trainer:
         self.log(f"{per_epoch} iterations per epoch, {cfg.epochs} epochs, stopping at iteration {total_iters}")
         bar = tqdm(total=total_iters, initial=self.global_iter, disable=not self.dist.main, unit="it",
                    dynamic_ncols=True, desc="train")
-        sums, count, last_logged = {}, 0, time.time()
+        sums, count, last_logged, data_wait = {}, 0, time.time(), 0.0
         finished = self.global_iter >= total_iters
         try:
             while not finished and self.epoch < cfg.epochs:
@@ -415,7 +420,13 @@ class Trainer:
                 loader = torch.utils.data.DataLoader(
                     self.train_set, batch_sampler=sampler, num_workers=cfg.workers,
                     pin_memory=self.device.type == "cuda", worker_init_fn=worker_init if cfg.workers else None)
-                for batch in loader:
+                batches = iter(loader)
+                while True:
+                    t_wait = time.perf_counter()
+                    batch = next(batches, None)  # the time spent here is the step waiting for data
+                    data_wait += time.perf_counter() - t_wait
+                    if batch is None:
+                        break
                     logs = self.objective.step(batch)
                     self.iter_in_epoch += 1
                     self.global_iter += 1
@@ -427,8 +438,10 @@ class Trainer:
                         avg = {k: (v / count).item() for k, v in sums.items()}  # the only host sync
                         now = time.time()
                         sec_per_it = (now - last_logged) / count
-                        sums, count, last_logged = {}, 0, now
-                        self.log(f"epoch {self.epoch} iter {it} ({sec_per_it:.2f} s/it): " +
+                        wait_per_it = data_wait / count
+                        sums, count, last_logged, data_wait = {}, 0, now, 0.0
+                        self.log(f"epoch {self.epoch} iter {it} ({sec_per_it:.2f} s/it, waiting for data "
+                                 f"{wait_per_it:.3f} s/it): " +
                                  " ".join(f"{k} {v:.4f}" for k, v in avg.items()), console=False)
                         self.log.losses_line(self.epoch, it, now - start, avg)
                         bar.set_postfix(G=f"{avg['G']:.3f}", D=f"{avg['D']:.3f}", recon=f"{avg['recon']:.3f}")

@@ -209,6 +209,28 @@ def plots(out: str, curves: dict) -> list[tuple[str, str]]:
 
 # ---- writing ------------------------------------------------------------------------------------
 
+SHEET_COLUMNS = ("original", "anonymized", "second password", "recovered", "wrong password")
+SHEET_VIEWS = (0, 1, 2, 3, 4)  # their indices in an example row (see EXAMPLE_VIEWS)
+
+
+def example_sheet(rows: list, scale: int = 2, label_height: int = 14) -> Image.Image:
+    """One strip per example face (original, anonymized, second password, recovered, wrong recovery),
+    under a row of column titles: the picture a README shows."""
+    from PIL import ImageDraw
+
+    h, w = rows[0][0].shape[:2]
+    cw, ch = w * scale, h * scale
+    sheet = Image.new("RGB", (cw * len(SHEET_COLUMNS), label_height + ch * len(rows)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, name in enumerate(SHEET_COLUMNS):
+        draw.text((c * cw + 2, 1), name, fill="black")
+    for r, row in enumerate(rows):
+        for c, v in enumerate(SHEET_VIEWS):
+            tile = Image.fromarray(row[v]).resize((cw, ch), Image.NEAREST)
+            sheet.paste(tile, (c * cw, label_height + r * ch))
+    return sheet
+
+
 def write_report(out, protocol, figures, infos, curves, attack, skipped, m, opts) -> None:
     a = attack_summary(attack, protocol["device"])
     data = {"protocol": protocol, "recognisers": infos, "figures": figures, "attack": a,
@@ -283,3 +305,5 @@ def write_report(out, protocol, figures, infos, curves, attack, skipped, m, opts
         if skipped:
             tags.p("Skipped: " + "; ".join(f"{s['what']} ({s['why']})" for s in skipped))
     atomic_write_text(os.path.join(out, "index.html"), doc.render())
+    if m.examples:
+        atomic_save_image(example_sheet(m.examples), os.path.join(out, "examples.png"))

@@ -11,7 +11,9 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
+from PIL import Image
 import torch
 
 import datasets
@@ -118,6 +120,15 @@ def test_page_links_only_existing_images(evaluated):
     p = parse_page(page)
     assert len(p.imgs) == 4 + 2 * (6 + len(BASELINES))  # 2 histograms + 2 curves, 2 example strips
     assert all(os.path.isfile(local_file(page, s)) for s in p.imgs)
+
+
+def test_examples_sheet_shows_the_strips_of_the_page(evaluated):
+    sheet = np.asarray(Image.open(os.path.join(evaluated.out, "examples.png")).convert("RGB"))
+    strip = np.asarray(Image.open(os.path.join(evaluated.out, "examples", "r001_c03.png")).convert("RGB"))
+    h, w = strip.shape[:2]
+    assert sheet.shape == (14 + 2 * 2 * h, 5 * 2 * w, 3)  # title row, then 2 strips of 5 views at 2x
+    # the second strip's recovered face, scaled up by pixel repetition
+    np.testing.assert_array_equal(sheet[14 + 2 * h::2, 3 * 2 * w:4 * 2 * w:2], strip)
 
 
 def test_same_numbers_again_whatever_the_batch_and_nothing_overwritten(tiny, evaluated):

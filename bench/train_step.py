@@ -1,6 +1,7 @@
 """Time one full training step (D phase + G phase) at the paper's network sizes.
 
     python bench/train_step.py [--batch 12] [--size 128] [--steps 3] [--devices cpu,cuda] [--modes fp32,bf16]
+                               [--config config/demo.yaml] [--compile]
 
 Prints, per device and precision: seconds per step, images per second, the FLOPs of one step (counted
 with torch.utils.flop_counter on the first step), and the FLOP/s achieved. First it prints the CPU's
@@ -39,17 +40,27 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench(device: torch.device, amp: str, batch: int, size: int, steps: int, warmup: int, **overrides) -> dict:
-    cfg = make_config(amp=amp, img_size=size, batch_size=batch, **overrides)
+def bench(device: torch.device, amp: str, batch: int, size: int, steps: int, warmup: int, config: str | None = None,
+          compile_nets: bool = False, **overrides) -> dict:
+    cfg = make_config(config, amp=amp, img_size=size, batch_size=batch, **overrides)
+    classes = cfg.fr_num_classes or 256  # a config that sizes FR from its data: any plausible count
     torch.manual_seed(0)
-    nets = Networks(cfg).to(device)
+    nets = Networks(cfg, classes).to(device)
     if cfg.channels_last:
         nets = nets.to(memory_format=torch.channels_last)
     obj = Objective(cfg, nets, device)
-    data = make_batch(batch, size, cfg.fr_num_classes)
+    data = make_batch(batch, size, classes)
     with FlopCounterMode(display=False) as counter:
         obj.step(data)
     flops = counter.get_total_flops()
+    if compile_nets:  # each network's forward compiled (the objective calls them by attribute)
+        for name in ("G", "D", "Q", "FR"):
+            setattr(nets, name, torch.compile(getattr(nets, name)))
+        t0 = time.perf_counter()
+        obj.step(data)
+        sync(device)
+        print(f"{device} {amp}: torch.compile's first step (compilation included): "
+              f"{time.perf_counter() - t0:.1f} s", flush=True)
     for _ in range(warmup):
         obj.step(data)
     sync(device)
@@ -119,6 +130,9 @@ def main() -> None:
     ap.add_argument("--devices", default="cpu,cuda", help="comma list; cuda is skipped when absent")
     ap.add_argument("--modes", default="fp32,bf16")
     ap.add_argument("--no-channels-last", action="store_true")
+    ap.add_argument("--config", help="take the network sizes (and the other settings) from this YAML; "
+                                     "--batch and --size still apply")
+    ap.add_argument("--compile", action="store_true", help="also time the step with torch.compile'd networks")
     args = ap.parse_args()
     devices = [d for d in args.devices.split(",") if d != "cuda" or torch.cuda.is_available()]
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, {args.size}x{args.size}, "
@@ -134,11 +148,16 @@ def main() -> None:
         results = {}
         for mode in args.modes.split(","):
             amp = "bf16" if mode == "bf16" else "none"
-            r = bench(device, amp, args.batch, args.size, args.steps, args.warmup,
-                      channels_last=not args.no_channels_last)
-            results[mode] = r
-            print(f"{dev} ({name}) {mode:5s}: {r['sec']:.3f} s/step (median {r['median']:.3f}), "
-                  f"{r['img_s']:.2f} img/s, {r['gflop']:.0f} GFLOP/step, {r['gflops']:.0f} GFLOP/s", flush=True)
+            for compiled in (False, True) if args.compile else (False,):
+                r = bench(device, amp, args.batch, args.size, args.steps, args.warmup, config=args.config,
+                          compile_nets=compiled, channels_last=not args.no_channels_last)
+                label = mode + (" compiled" if compiled else "")
+                results[label] = r
+                print(f"{dev} ({name}) {label:5s}: {r['sec']:.3f} s/step (median {r['median']:.3f}), "
+                      f"{r['img_s']:.2f} img/s, {r['gflop']:.0f} GFLOP/step, {r['gflops']:.0f} GFLOP/s", flush=True)
+            if args.compile:
+                print(f"{dev} {mode}: torch.compile speed-up: "
+                      f"{results[mode + ' compiled']['img_s'] / results[mode]['img_s']:.2f}x")
         if "fp32" in results and "bf16" in results:
             print(f"{dev}: bf16 speed-up over fp32: {results['bf16']['img_s'] / results['fp32']['img_s']:.2f}x")
 

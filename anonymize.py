@@ -79,13 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from models.passwords import password_from_text, read_passphrase
-    from utils.checkpoint import CheckpointError, InferenceModel
+    from training.checkpoint import CheckpointError, InferenceModel
     from utils.face_detect import make_detector
-    from utils.distributed import fast_bf16
+    from training.distributed import fast_bf16
     from utils.protect import FacePasswords, FaceProtector
     from utils.protect_run import RunError, RunOptions, plan_outputs, run
     from utils.protect_video import VideoOptions
-    from utils.distributed import pick_device
+    from training.distributed import pick_device
 
     try:
         device = pick_device(args.device)

@@ -9,7 +9,7 @@ Any config key can be given as --key value and wins over the YAML file (see util
 """
 import sys
 
-from utils.training import main
+from training.trainer import main
 
 if __name__ == "__main__":
     sys.exit(main())

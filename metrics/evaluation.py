@@ -23,9 +23,9 @@ from tqdm import tqdm
 
 import datasets
 from models.passwords import complement, draw_step_passwords
-from utils.checkpoint import CheckpointError, load_checkpoint
+from training.checkpoint import CheckpointError, load_checkpoint
 from utils.config import SCHEMA, Config, load_yaml, make_config
-from utils.distributed import pick_device
+from training.distributed import pick_device
 from utils.face_detect import DlibDetector
 from utils.images import to_uint8
 from utils.inference_pages import (PROJECT_ROOT, InferenceError, Runner, batches, choose_images, image_generator,

@@ -1,7 +1,7 @@
 """Image quality of a result against the original: PSNR, SSIM, MS-SSIM; and the JPEG round trip.
 
 Images are (B, 3, H, W) tensors in [-1, 1]; every figure is per image (a result never depends on
-its batch). PSNR is utils.metrics.psnr (capped at 100 dB for identical images). SSIM follows Wang
+its batch). PSNR is training.heldout.psnr (capped at 100 dB for identical images). SSIM follows Wang
 et al. 2004: an 11x11 Gaussian window of sigma 1.5, K1 = 0.01, K2 = 0.03, data range 1 (after
 mapping to [0, 1]), computed per colour channel on the valid part of the image and averaged.
 MS-SSIM follows Wang et al. 2003 (5 scales, weights 0.0448 0.2856 0.3001 0.2363 0.1333, 2x2
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from utils.images import from_uint8, to_uint8
-from utils.metrics import psnr
+from training.heldout import psnr
 
 __all__ = ["psnr", "ssim", "ms_ssim", "ms_ssim_scales", "jpeg_round_trip", "WINDOW", "MS_SSIM_WEIGHTS"]
 

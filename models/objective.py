@@ -29,7 +29,7 @@ from .image_pool import ImagePool
 from .networks import GANLoss
 from .passwords import StepPasswords, digits, draw_step_passwords, encode
 from .sphereface import AngleLoss
-from utils.distributed import use_bf16
+from training.distributed import use_bf16
 
 HEADS = ("M", "R", "WR")
 

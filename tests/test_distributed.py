@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 
 from models import Networks
 from models.objective import Objective
-from utils import distributed
+from training import distributed
 from utils.config import make_config
 
 CFG = dict(img_size=64, ngf=4, ndf=4, fr_width=0.125, fr_crop_height=32, fr_crop_width=32, fr_num_classes=5,

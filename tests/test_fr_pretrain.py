@@ -7,8 +7,8 @@ import torch
 
 import datasets
 from models import build_face_recognizer
-from utils import training
-from utils.fr_pretrain import pretrain_face_recognizer
+import training.trainer
+from training.fr_pretrain import pretrain_face_recognizer
 from utils.config import make_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +43,7 @@ def test_pretraining_learns_the_training_identities(cfg):
 
 def test_the_run_starts_from_the_pretrained_recogniser_and_resume_does_not_pretrain_again(cfg, monkeypatch):
     calls = []
-    real = training.pretrain_face_recognizer
+    real = training.trainer.pretrain_face_recognizer
 
     def spy(c, FR, *a, **k):
         calls.append(FR)
@@ -51,8 +51,8 @@ def test_the_run_starts_from_the_pretrained_recogniser_and_resume_does_not_pretr
         spy.weights = {n: p.detach().clone() for n, p in FR.state_dict().items()}
         return out
 
-    monkeypatch.setattr(training, "pretrain_face_recognizer", spy)
-    trainer = training.Trainer(changed(cfg, FR_lr=0.0))  # FR frozen: stays as pre-trained
+    monkeypatch.setattr(training.trainer, "pretrain_face_recognizer", spy)
+    trainer = training.trainer.Trainer(changed(cfg, FR_lr=0.0))  # FR frozen: stays as pre-trained
     assert calls == [trainer.nets.FR]
     trainer.run()
     for n, p in trainer.nets.FR.state_dict().items():
@@ -60,5 +60,5 @@ def test_the_run_starts_from_the_pretrained_recogniser_and_resume_does_not_pretr
     log = open(os.path.join(trainer.run_dir, "log.txt")).read()
     assert "FR pre-training: epoch 6/6" in log
     latest = os.path.join(trainer.run_dir, "checkpoint_latest.pth.tar")
-    training.Trainer(changed(cfg, FR_lr=0.0, resume=latest, max_iters=2)).run()
+    training.trainer.Trainer(changed(cfg, FR_lr=0.0, resume=latest, max_iters=2)).run()
     assert len(calls) == 1

@@ -7,7 +7,7 @@ import torch
 
 from metrics import fid
 from tests.views_helpers import one_thread  # noqa: F401
-from utils.checkpoint import CheckpointError
+from training.checkpoint import CheckpointError
 
 
 def test_frechet_distance_of_gaussians():

@@ -22,7 +22,7 @@ def test_identical_images_give_ssim_one_and_capped_psnr():
     x = smooth_image()
     assert quality.ssim(x, x).item() == pytest.approx(1.0, abs=1e-6)
     assert quality.ms_ssim(x, x).item() == pytest.approx(1.0, abs=1e-6)
-    assert quality.psnr(x, x).item() == pytest.approx(100.0)  # the cap of utils.metrics.psnr
+    assert quality.psnr(x, x).item() == pytest.approx(100.0)  # the cap of training.heldout.psnr
 
 
 def test_ssim_agrees_with_scikit_image():

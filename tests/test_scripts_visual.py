@@ -27,10 +27,10 @@ from tests.browser import Chromium, artifact_path, require_chromium, serve_direc
 from tests.file_helpers import tree_digest
 from tests.views_helpers import ROOT, TEST_SPLIT_SIZE, local_file, one_thread, parse_page, tiny_config  # noqa: F401
 from utils import inference_pages as ip
-from utils import training
-from utils.checkpoint import InferenceModel, load_checkpoint, save_checkpoint
+import training.trainer
+from training.checkpoint import InferenceModel, load_checkpoint, save_checkpoint
 from utils.images import to_uint8
-from utils.metrics import ViewPasswords, views
+from training.heldout import ViewPasswords, views
 
 STRIP_W = 5 * 64 + 4 * ip.STRIP_GAP
 
@@ -41,7 +41,7 @@ def run(tmp_path_factory):
     visible difference (after 2 they still give nearly the same grey image for every password)."""
     base = tmp_path_factory.mktemp("scripts")
     cfg = tiny_config(str(base / "data"), str(base / "ck"), max_iters=10, html_freq=1000, print_freq=5)
-    training.train(cfg)
+    training.trainer.train(cfg)
     run_dir = base / "ck" / "smoke"
     return SimpleNamespace(dir=str(run_dir), config=str(run_dir / "config.yaml"), cfg=cfg,
                            ckpt=str(run_dir / "checkpoint_latest.pth.tar"), base=base)

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from models.objective import Objective
-from utils import distributed, training
-from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from training import distributed
+import training.trainer
+from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from utils.config import ConfigError, make_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -90,7 +91,7 @@ def test_paper_configs_hold_the_papers_values():
 @pytest.mark.slow  # two runs and a full held-out evaluation; the cut-short test covers a run by default
 def test_a_few_smoke_iterations_end_to_end(data_root, tmp_path):
     cfg = tiny(data_root, tmp_path / "ck", max_iters=3, html_freq=2)
-    result = training.train(cfg)
+    result = training.trainer.train(cfg)
     run = tmp_path / "ck" / "smoke"
     for name in ("config.yaml", "git_commit.txt", "log.txt", "losses.jsonl", "eval.json",
                  "checkpoint_latest.pth.tar", "web/index.html", "test_web/index.html"):
@@ -105,13 +106,13 @@ def test_a_few_smoke_iterations_end_to_end(data_root, tmp_path):
     assert ckpt["global_iter"] == 3 and ckpt["mean_landmarks"].shape == (5, 2)
     assert len(ckpt["objective"]["pools"]["M"]["images"]) == 3  # pools are saved
     # a second run never reuses the folder
-    training.train(tiny(data_root, tmp_path / "ck", max_iters=1))
+    training.trainer.train(tiny(data_root, tmp_path / "ck", max_iters=1))
     assert (tmp_path / "ck" / "smoke_2" / "log.txt").exists()
 
 
 def test_a_run_cut_short_by_the_time_limit_still_writes_its_pages(data_root, tmp_path):
     run = tmp_path / "ck" / "smoke"
-    training.train(tiny(data_root, tmp_path / "ck", max_iters=50, html_freq=1000, time_limit_min=1e-6))
+    training.trainer.train(tiny(data_root, tmp_path / "ck", max_iters=50, html_freq=1000, time_limit_min=1e-6))
     assert (run / "web" / "index.html").exists() and (run / "test_web" / "index.html").exists()
     assert (run / "eval.json").exists()
     last = (run / "log.txt").read_text().splitlines()[-1]
@@ -134,12 +135,12 @@ def record_steps(monkeypatch):
 @pytest.mark.slow  # fourteen training steps in three runs
 def test_resume_continues_exactly(data_root, tmp_path, monkeypatch):
     seen = record_steps(monkeypatch)
-    training.train(tiny(data_root, tmp_path / "a", max_iters=7))  # 4 iterations per epoch: crosses an epoch
+    training.trainer.train(tiny(data_root, tmp_path / "a", max_iters=7))  # 4 iterations per epoch: crosses an epoch
     straight = list(seen)
     seen.clear()
-    training.train(tiny(data_root, tmp_path / "b", max_iters=3))
+    training.trainer.train(tiny(data_root, tmp_path / "b", max_iters=3))
     latest = str(tmp_path / "b" / "smoke" / "checkpoint_latest.pth.tar")
-    training.train(tiny(data_root, tmp_path / "b", max_iters=7, resume=latest))
+    training.trainer.train(tiny(data_root, tmp_path / "b", max_iters=7, resume=latest))
     assert len(straight) == len(seen) == 7
     for i, (a, b) in enumerate(zip(straight, seen)):
         assert a == b, f"step {i + 1} differs after resume"
@@ -161,12 +162,12 @@ def test_resume_checks_its_checkpoint_before_writing_anything(tmp_path, monkeypa
     for bad, why in ((run / "checkpoint_latest.pth.tar", "not a checkpoint"),
                      (run / "notes.txt", "not a checkpoint"),
                      (tmp_path / "missing.pth.tar", "checkpoint not found")):
-        assert training.main(base + ["--resume", str(bad)]) == 2
+        assert training.trainer.main(base + ["--resume", str(bad)]) == 2
         err = capsys.readouterr().err
         assert why in err and str(bad) in err and "weights_only" not in err
     torch.save({"state_dict_G": {}}, str(run / "generator_only.pth"))
     before["generator_only.pth"] = (run / "generator_only.pth").read_bytes()
-    assert training.main(base + ["--resume", str(run / "generator_only.pth")]) == 2
+    assert training.trainer.main(base + ["--resume", str(run / "generator_only.pth")]) == 2
     assert "not a training checkpoint (no state_dict_D, state_dict_Q, state_dict_FR)" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing written into its folder
     assert sorted(os.listdir(tmp_path)) == ["runs"]  # nor into the current folder, the data or checkpoint folders
@@ -174,29 +175,29 @@ def test_resume_checks_its_checkpoint_before_writing_anything(tmp_path, monkeypa
 
 def test_bad_device_is_a_one_line_error(tmp_path, capsys):
     args = [os.path.join(ROOT, "config", "smoke.yaml"), "--ckpt_dir", str(tmp_path / "ck"), "--device"]
-    assert training.main(args + ["foo"]) == 2
+    assert training.trainer.main(args + ["foo"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown device 'foo'" in err
     assert not (tmp_path / "ck").exists()
 
 
 def test_architecture_mismatch_names_the_keys(data_root, tmp_path):
-    training.train(tiny(data_root, tmp_path / "ck", max_iters=1))
+    training.trainer.train(tiny(data_root, tmp_path / "ck", max_iters=1))
     latest = str(tmp_path / "ck" / "smoke" / "checkpoint_latest.pth.tar")
     with pytest.raises(CheckpointError, match=r"state_dict_G.*model\.1\.weight: checkpoint \(8, 19, 7, 7\) vs model \(16, 19, 7, 7\)"):
-        training.train(tiny(data_root, tmp_path / "ck", ngf=16, resume=latest))
+        training.trainer.train(tiny(data_root, tmp_path / "ck", ngf=16, resume=latest))
 
 
 def test_missing_pretrained_spheface_says_where_it_comes_from(data_root, tmp_path):
     cfg = tiny(data_root, tmp_path / "ck", fr_pretrained=str(tmp_path / "nope.pth"), fr_num_classes=10574)
     with pytest.raises(FileNotFoundError, match="sphere20a_20171020"):
-        training.train(cfg)
+        training.trainer.train(cfg)
 
 
 def test_missing_data_root_is_a_clear_error(tmp_path):
     cfg = tiny(str(tmp_path / "no_data"), tmp_path / "ck", dataset="CASIA")
     with pytest.raises(Exception, match="CASIA-WebFace"):
-        training.train(cfg)
+        training.trainer.train(cfg)
 
 
 # ---- checkpoints survive crashes -------------------------------------------------------------------
@@ -229,7 +230,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_p
 
 
 def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(data_root, tmp_path, monkeypatch):
-    trainer = training.Trainer(tiny(data_root, tmp_path / "ck", max_iters=1))
+    trainer = training.trainer.Trainer(tiny(data_root, tmp_path / "ck", max_iters=1))
     first = trainer.save()
     assert first and os.path.exists(first)
     latest = os.path.join(trainer.run_dir, "checkpoint_latest.pth.tar")
@@ -251,7 +252,7 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(data_root, tmp_p
 @pytest.mark.slow  # a child process trains until the log appears, then is interrupted and resumed
 def test_ctrl_c_saves_a_checkpoint_then_resume_works(data_root, tmp_path):
     ck = tmp_path / "ck"
-    training.train(tiny(data_root, ck, max_iters=1))  # make sure the dataset exists before timing
+    training.trainer.train(tiny(data_root, ck, max_iters=1))  # make sure the dataset exists before timing
     args = [sys.executable, os.path.join(ROOT, "main_train.py"), os.path.join(ROOT, "config", "smoke.yaml"),
             "--data_root", data_root, "--ckpt_dir", str(ck), "--name", "sigint", "--synthetic_identities", "10",
             "--synthetic_images_per_id", "4", "--batch_size", "4", "--max_iters", "100000", "--workers", "0",
@@ -268,6 +269,6 @@ def test_ctrl_c_saves_a_checkpoint_then_resume_works(data_root, tmp_path):
     assert "stopped by Ctrl-C" in out
     ckpt = load_checkpoint(str(ck / "sigint" / "checkpoint_latest.pth.tar"))
     assert ckpt["global_iter"] >= 1
-    result = training.train(tiny(data_root, ck, max_iters=ckpt["global_iter"] + 1,
-                                 resume=str(ck / "sigint" / "checkpoint_latest.pth.tar")))
+    result = training.trainer.train(tiny(data_root, ck, max_iters=ckpt["global_iter"] + 1,
+                                         resume=str(ck / "sigint" / "checkpoint_latest.pth.tar")))
     assert result is not None

@@ -18,10 +18,10 @@ from tests.browser import Chromium, artifact_path, require_chromium, serve_direc
 from tests.test_visualizer import free_port, saved_windows, start_server, stop, traces
 from tests.views_helpers import local_file, one_thread, parse_page  # noqa: F401
 from tests.views_helpers import tiny_config as _tiny
-from utils import training
+import training.trainer
 from utils.html import LOSS_PLOT
 from utils.loss_plot import read_losses
-from utils.metrics import VIEW_COLUMNS
+from training.heldout import VIEW_COLUMNS
 from utils.visualizer import Visualizer
 
 ITERS, HTML_FREQ = 3, 2  # pages at iterations 2 and 3 (the last one always gets a page)
@@ -46,7 +46,7 @@ def run(tmp_path_factory, data_root):
     server = start_server(port, env_path)
     try:
         cfg = tiny_config(data_root, str(base / "ck"), display_id=1, display_port=port)
-        training.train(cfg)
+        training.trainer.train(cfg)
         saved = os.path.join(env_path, ENV + ".json")
         deadline = time.monotonic() + 30  # Trainer.close waits 5 s at most; the sender may still be busy
         while not os.path.isfile(saved) and time.monotonic() < deadline:
@@ -60,7 +60,7 @@ def run(tmp_path_factory, data_root):
 
 def test_pages_of_a_smoke_run_point_to_existing_images_and_the_index_links_every_page(run):
     run_dir, _ = run
-    for site, columns in (("web", training.TRAIN_COLUMNS), ("test_web", VIEW_COLUMNS)):
+    for site, columns in (("web", training.trainer.TRAIN_COLUMNS), ("test_web", VIEW_COLUMNS)):
         folder = os.path.join(run_dir, site)
         index = os.path.join(folder, "index.html")
         idx = parse_page(index)
@@ -95,7 +95,7 @@ def test_chromium_loads_every_image_of_the_index_and_a_result_page(run):
                 browser.screenshot(artifact_path("training_run_index.png"))
             assert browser.open(f"{base}{site}/{links[0]}") == 200
             imgs = browser.images()
-            assert len(imgs) == 4 * (len(VIEW_COLUMNS) if site == "test_web" else len(training.TRAIN_COLUMNS))
+            assert len(imgs) == 4 * (len(VIEW_COLUMNS) if site == "test_web" else len(training.trainer.TRAIN_COLUMNS))
             assert [i["src"] for i in imgs if i["naturalWidth"] <= 0] == []
             browser.screenshot(artifact_path(f"training_run_{site}_page.png"))
     assert os.path.getsize(artifact_path("training_run_test_web_page.png")) > 10_000
@@ -129,7 +129,7 @@ def _timed_run(data_root: str, ckpt_dir: str, **kw) -> tuple[float, float, str]:
     # four logged iterations with a grid each, a page only at the last (its loss plots dominate a page)
     cfg = tiny_config(data_root, ckpt_dir, max_iters=4, html_freq=1000, display_freq=1, **kw)
     t0 = time.perf_counter()
-    training.train(cfg)
+    training.trainer.train(cfg)
     elapsed = time.perf_counter() - t0
     run_dir = os.path.join(ckpt_dir, "smoke")
     loop = read_losses(os.path.join(run_dir, "losses.jsonl"))[-1]["time"]
@@ -196,7 +196,7 @@ def test_a_hung_server_leaves_no_error_behind_after_training(tmp_path, monkeypat
     errors = []
     monkeypatch.setattr(threading, "excepthook", errors.append)
     with silent_server() as hung_port:
-        log = training.RunLog(str(tmp_path))
+        log = training.trainer.RunLog(str(tmp_path))
         vis = Visualizer(display_id=1, port=hung_port, log=log)
         vis.plot_losses(1, {"G": 1.0})
         vis.close(timeout=0.5)

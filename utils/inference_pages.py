@@ -35,9 +35,9 @@ from tqdm import tqdm
 import datasets
 from models.passwords import (Password, redraw_equal, complement, draw_step_passwords, encode, password_from_text,
                               random_bits, read_passphrase)
-from utils.checkpoint import PAPER_G, CheckpointError, InferenceModel, generator_config, load_checkpoint
+from training.checkpoint import PAPER_G, CheckpointError, InferenceModel, generator_config, load_checkpoint
 from utils.config import Config, ConfigError, make_config
-from utils.distributed import pick_device, use_bf16
+from training.distributed import pick_device, use_bf16
 from utils.fileio import atomic_save_image, atomic_write_text
 from utils.html import write_table_page
 from utils.images import to_uint8

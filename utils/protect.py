@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from models.passwords import Password, password_from_text
-from utils.checkpoint import CASIA_MEAN_LANDMARKS, InferenceModel
+from training.checkpoint import CASIA_MEAN_LANDMARKS, InferenceModel
 from utils.face_detect import DetectedFace, FaceDetector
 from utils.protect_frame import (BLENDS, blend_kind, blend_mask, crop_points, cut_crops, face_transform,
                                  paste_faces, work_rgb)

@@ -25,7 +25,7 @@ import zipfile
 
 import torch
 
-from .fileio import atomic_torch_save
+from utils.fileio import atomic_torch_save
 
 FORMAT = "face-identity-transformer/1"
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import datasets
 from models.alignment import alignment_theta, warp_to_crop
 from models.sphereface import AngleLoss
-from utils import distributed
+from training import distributed
 
 
 def aligned_crops(images: torch.Tensor, landmarks: torch.Tensor, crop: tuple[int, int]) -> torch.Tensor:

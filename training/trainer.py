@@ -7,7 +7,7 @@ continued is written into its folder:
     config.yaml        the resolved configuration (defaults < YAML < command line)
     git_commit.txt     the commit of the code (and whether the tree had local changes)
     log.txt            the text log; losses.jsonl the machine-readable loss log
-    checkpoint_eEEEE_iIIIIIII.pth.tar, checkpoint_latest.pth.tar   (atomic; see utils/checkpoint.py)
+    checkpoint_eEEEE_iIIIIIII.pth.tar, checkpoint_latest.pth.tar   (atomic; see training/checkpoint.py)
     web/, test_web/    HTML pages of training batches and of the fixed validation batch
     eval.json          the held-out evaluation at the end of training
 """
@@ -29,13 +29,13 @@ from models import Networks
 from datasets.loader import worker_init
 from models.networks import inference_stats, load_inference_stats
 from models.objective import Objective
-from utils import distributed
-from utils.checkpoint import FORMAT, CheckpointError, load_checkpoint, load_state_strict, save_checkpoint
+from training import distributed
+from training.checkpoint import FORMAT, CheckpointError, load_checkpoint, load_state_strict, save_checkpoint
 from utils.config import Config, ConfigError, dump_yaml
 from utils.fileio import atomic_write_text
-from utils.fr_pretrain import pretrain_face_recognizer
+from training.fr_pretrain import pretrain_face_recognizer
 from utils.images import to_uint8
-from utils.metrics import VIEW_COLUMNS, ViewPasswords, evaluate, format_evaluation, views
+from training.heldout import VIEW_COLUMNS, ViewPasswords, evaluate, format_evaluation, views
 
 TRAIN_COLUMNS = ("real", "anonymized", "second anonymization", "recovered", "wrong recovery 1", "wrong recovery 2")
 SPHEREFACE_HELP = ("The paper's configs fine-tune the pretrained SphereFace-20a of clcarwin/sphereface_pytorch "

@@ -80,11 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from models.passwords import password_from_text, read_passphrase
     from training.checkpoint import CheckpointError, InferenceModel
-    from utils.face_detect import make_detector
+    from protect.face_detect import make_detector
     from training.distributed import fast_bf16
-    from utils.protect import FacePasswords, FaceProtector
-    from utils.protect_run import RunError, RunOptions, plan_outputs, run
-    from utils.protect_video import VideoOptions
+    from protect.protector import FacePasswords, FaceProtector
+    from protect.run import RunError, RunOptions, plan_outputs, run
+    from protect.video import VideoOptions
     from training.distributed import pick_device
 
     try:

@@ -37,11 +37,11 @@ from models import build_generator  # noqa: E402
 from models.passwords import Password  # noqa: E402
 from training.checkpoint import InferenceModel  # noqa: E402
 from utils.config import make_config  # noqa: E402
-from utils.face_detect import DETECTORS, make_detector  # noqa: E402
+from protect.face_detect import DETECTORS, make_detector  # noqa: E402
 from training.distributed import fast_bf16  # noqa: E402
-from utils.protect import FacePasswords, FaceProtector  # noqa: E402
-from utils.protect_video import STAGES, VideoOptions, protect_video  # noqa: E402
-from utils.video import write_video_with_tone  # noqa: E402
+from protect.protector import FacePasswords, FaceProtector  # noqa: E402
+from protect.video import STAGES, VideoOptions, protect_video  # noqa: E402
+from protect.video_io import write_video_with_tone  # noqa: E402
 
 
 def load() -> str:
@@ -136,8 +136,8 @@ def bench_video(model: InferenceModel, name: str, folder: str, args) -> None:
 def deface_detection_fps(src: str) -> float:
     """Frames per second of decoding a video and running CenterFace on every frame, as deface does
     (deface then also blurs and encodes: its own speed is lower)."""
-    from utils.face_detect_centerface import CenterFaceDetector
-    from utils.video import VideoReader
+    from protect.face_detect_centerface import CenterFaceDetector
+    from protect.video_io import VideoReader
     det = CenterFaceDetector(min_face=0)
     start, n = time.perf_counter(), 0
     with VideoReader(src) as r:
@@ -155,8 +155,8 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 def bench_recovery(model: InferenceModel, folder: str, frames: int) -> None:
     """PSNR on the face crops: the anonymized video as decoded vs as computed (codec loss), and the
     recovered video vs G's two steps applied to the source crops (pipeline + codec loss)."""
-    from utils.protect_frame import cut_crops, paste_faces
-    from utils.video import VideoReader
+    from protect.frame import cut_crops, paste_faces
+    from protect.video_io import VideoReader
 
     fp = FaceProtector(model, amp=False)
     pw = FacePasswords(shared=Password.from_passphrase("bench", 16))

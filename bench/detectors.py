@@ -26,7 +26,7 @@ from collections import defaultdict
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.real_faces import build, group_three, match  # noqa: E402
-from utils.face_detect import DlibDetector  # noqa: E402
+from protect.face_detect import DlibDetector  # noqa: E402
 
 
 def make(name: str):
@@ -38,10 +38,10 @@ def make(name: str):
     if name == "cnn":
         return DlibDetector("cnn", upsample=0, min_face=0), [None]
     if name == "centerface":
-        from utils.face_detect_centerface import CenterFaceDetector
+        from protect.face_detect_centerface import CenterFaceDetector
         return CenterFaceDetector(min_face=0, threshold=0.2), [0.2, 0.5]
     if name.startswith("yunet"):
-        from utils.face_detect_yunet import YuNetDetector
+        from protect.face_detect_yunet import YuNetDetector
         up = 1 if name == "yunet-up1" else 0
         return YuNetDetector(min_face=0, threshold=0.3, upsample=up), [0.3, 0.5, 0.6, 0.7]
     raise SystemExit(f"unknown detector {name!r}")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from utils.face_detect import box_iou
+from protect.face_detect import box_iou
 
 LABELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "real_faces.json")
 

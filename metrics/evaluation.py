@@ -26,7 +26,7 @@ from models.passwords import complement, draw_step_passwords
 from training.checkpoint import CheckpointError, load_checkpoint
 from utils.config import SCHEMA, Config, load_yaml, make_config
 from training.distributed import pick_device
-from utils.face_detect import DlibDetector
+from protect.face_detect import DlibDetector
 from utils.images import to_uint8
 from utils.inference_pages import (PROJECT_ROOT, InferenceError, Runner, batches, choose_images, image_generator,
                                    load_generator, load_test_split, new_folder)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from models.alignment import alignment_grid, warp_to_crop
 from training.checkpoint import CheckpointError, load_checkpoint, load_state_strict
-from utils.face_detect import _model_path, _predictor68
+from protect.face_detect import _model_path, _predictor68
 from utils.fileio import atomic_torch_save
 from utils.images import to_uint8
 

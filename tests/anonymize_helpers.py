@@ -8,7 +8,7 @@ from skimage import data
 from datasets.synthetic import render_image
 from models import build_generator
 from utils.config import make_config
-from utils.video import write_video_with_tone
+from protect.video_io import write_video_with_tone
 
 
 def synthetic_face(label: int = 3, k: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -12,8 +12,8 @@ from PIL import Image
 import anonymize
 from tests.anonymize_helpers import astronaut_head, one_thread, save_small_checkpoint, synthetic_face
 from tests.file_helpers import tree_digest
-from utils.protect_io import decode_photo, encode_photo, load_photo
-from utils.protect_record import PNG_KEY, Record
+from protect.photo_io import decode_photo, encode_photo, load_photo
+from protect.record import PNG_KEY, Record
 
 _threads = pytest.fixture(autouse=True, scope="module")(one_thread)
 
@@ -93,8 +93,8 @@ def test_png_output_is_lossless_outside_faces(ckpt, tmp_path, capsys):
     assert cli(src, "-o", dst, "--password-env", "FIT_PW", ckpt=ckpt) == 0
     photo = load_photo(str(dst))
     assert photo.record is not None and len(photo.record.faces) == 1
-    from utils.protect import FaceProtector
-    from utils.protect_frame import face_region
+    from protect.protector import FaceProtector
+    from protect.frame import face_region
     fp = FaceProtector(str(ckpt))
     ys, xs, w = face_region(photo.native.shape[:2], np.asarray(photo.record.faces[0]["transform"]).reshape(2, 3),
                             fp.mask)
@@ -146,7 +146,7 @@ def test_record_mismatch_and_missing_record(ckpt, tmp_path, capsys):
     edited = photo.native.copy()
     edited[5, 5] ^= 8
     data, _, _ = encode_photo(edited, ".png")
-    from utils.protect_io import _png_with_text
+    from protect.photo_io import _png_with_text
     (tmp_path / "edited.png").write_bytes(_png_with_text(data, PNG_KEY, photo.record.to_json()))
     assert cli(tmp_path / "edited.png", "-o", tmp_path / "r1.png", "--recover", "--password-env", "FIT_PW",
                ckpt=ckpt) == 1

@@ -19,8 +19,8 @@ from skimage import data
 import anonymize
 from tests.anonymize_helpers import astronaut_head, make_face_video, one_thread, save_small_checkpoint
 from tests.file_helpers import tree_digest
-from utils.protect_io import load_photo
-from utils.protect_record import PNG_KEY, Record
+from protect.photo_io import load_photo
+from protect.record import PNG_KEY, Record
 
 _threads = pytest.fixture(autouse=True, scope="module")(one_thread)
 
@@ -82,8 +82,8 @@ def test_previews_are_checked_too(ckpt, tmp_path, capsys):
 def test_outputs_are_checked_before_any_work(ckpt, tmp_path, monkeypatch, capsys):
     src = save(tmp_path / "x.png", astronaut_head())
     (tmp_path / "a_file").write_text("x")
-    from utils import protect
-    monkeypatch.setattr(protect.FaceProtector, "process", lambda *a, **k: pytest.fail("work started"))
+    from protect import protector
+    monkeypatch.setattr(protector.FaceProtector, "process", lambda *a, **k: pytest.fail("work started"))
     assert cli(src, "-o", tmp_path / "x.gif", ckpt=ckpt) == 2
     err = capsys.readouterr().err
     assert "x.gif: photos cannot be written as .gif" in err and ".png" in err
@@ -99,7 +99,7 @@ def test_outputs_are_checked_before_any_work(ckpt, tmp_path, monkeypatch, capsys
 
 def test_a_failed_write_is_not_counted_and_names_the_output(ckpt, tmp_path, monkeypatch, capsys):
     src = save(tmp_path / "x.png", astronaut_head())
-    from utils import protect_run
+    from protect import run as protect_run
 
     def full_disk(path, data):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -227,7 +227,7 @@ def test_videos_lose_location_and_creation_time(ckpt, tmp_path, capsys):
     make_face_video(str(tmp_path / "face.mp4"), n=6)
     _tag_video(str(tmp_path / "face.mp4"), str(d / "face.mp4"))
     quiet = [np.full((120, 160, 3), 30 * i, np.uint8) for i in range(6)]
-    from utils.video import write_video_with_tone
+    from protect.video_io import write_video_with_tone
     write_video_with_tone(str(tmp_path / "none.mp4"), quiet, 12)
     _tag_video(str(tmp_path / "none.mp4"), str(d / "none.mp4"))
     for name in ("face.mp4", "none.mp4"):
@@ -235,7 +235,7 @@ def test_videos_lose_location_and_creation_time(ckpt, tmp_path, capsys):
     assert cli(d, "-o", tmp_path / "out", "--fp32", "--preview", tmp_path / "prev", ckpt=ckpt) == 0
     out = capsys.readouterr().out
     assert "  face.mp4: 1 (" in out and "  none.mp4: 0" in out
-    from utils.video import VideoReader
+    from protect.video_io import VideoReader
     with VideoReader(str(tmp_path / "out" / "face.mp4")) as a, VideoReader(str(tmp_path / "prev" / "face.mp4")) as b:
         for fa, fb in zip(a, b):  # every frame of the preview has the box (magenta: red and blue, no green)
             box = (fb.image[:, :, 0] > 200) & (fb.image[:, :, 2] > 200) & (fb.image[:, :, 1] < 80)
@@ -300,10 +300,10 @@ def test_a_record_with_more_faces_than_fit_is_refused_quickly(ckpt, tmp_path, ca
 
 def test_a_video_record_with_too_many_faces_per_frame_is_refused(ckpt, tmp_path):
     from models.passwords import Password
-    from utils.protect import FaceProtector
-    from utils.protect_record import RecordError
-    from utils.protect_video import VideoOptions, protect_video
-    from utils.video import write_video_with_tone
+    from protect.protector import FaceProtector
+    from protect.record import RecordError
+    from protect.video import VideoOptions, protect_video
+    from protect.video_io import write_video_with_tone
     video = write_video_with_tone(str(tmp_path / "v.mp4"), [np.zeros((64, 96, 3), np.uint8)] * 4, 12, acodec=None)
     fp = FaceProtector(ckpt)
     rec = fp.record("video", "shared", fp.detector_info())
@@ -369,7 +369,7 @@ def test_truncated_mp4(ckpt, tmp_path, capsys):
     first (faststart) is processed up to the break."""
     d = tmp_path / "in"
     d.mkdir()
-    from utils.video import write_video_with_tone
+    from protect.video_io import write_video_with_tone
     frames = [np.ascontiguousarray(np.pad(data.astronaut()[30:250, 110:330], ((50, 50), (130, 130), (0, 0))))] * 12
     for name, options in (("end.mp4", {}), ("first.mp4", {"movflags": "faststart"})):
         path = write_video_with_tone(str(tmp_path / name), frames, 12, container_options=options)
@@ -392,7 +392,7 @@ def test_exit_codes(ckpt, tmp_path, monkeypatch, capsys):
     (d / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     assert cli(d, "-o", tmp_path / "some", ckpt=ckpt) == 1
     assert cli(tmp_path / "missing", "-o", tmp_path / "none", ckpt=ckpt) == 2
-    from utils import protect_run
+    from protect import run as protect_run
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
@@ -421,9 +421,9 @@ def test_two_minute_path_real_photos_there_and_back(ckpt, tmp_path, capsys):
     assert "faces anonymized per file:" in out
     assert cli(tmp_path / "anon", "-o", tmp_path / "back", "--recover", ckpt=ckpt) == 0
     capsys.readouterr()
-    from utils.protect import FaceProtector
-    from utils.protect_frame import face_region
-    from utils.protect_record import read_sidecar
+    from protect.protector import FaceProtector
+    from protect.frame import face_region
+    from protect.record import read_sidecar
     fp = FaceProtector(str(ckpt))
     faces = 0
     for name, img in originals.items():

@@ -10,12 +10,12 @@ import pytest
 import anonymize
 from models.passwords import Password
 from tests.anonymize_helpers import make_face_video, one_thread, save_small_checkpoint
-from utils.face_detect import DetectedFace, DlibDetector, FaceDetector
-from utils.protect import FacePasswords, FaceProtector
-from utils.protect_record import RecordError, read_sidecar
-from utils.protect_track import build_tracks
-from utils.protect_video import VideoOptions, protect_video
-from utils.video import VideoReader
+from protect.face_detect import DetectedFace, DlibDetector, FaceDetector
+from protect.protector import FacePasswords, FaceProtector
+from protect.record import RecordError, read_sidecar
+from protect.track import build_tracks
+from protect.video import VideoOptions, protect_video
+from protect.video_io import VideoReader
 
 _threads = pytest.fixture(autouse=True, scope="module")(one_thread)
 QUIET = VideoOptions(progress=False, detect_every=1)
@@ -120,7 +120,7 @@ def test_video_keeps_frames_timing_audio_and_recovers(ckpt, video, tmp_path):
     rb, _ = frames_of(back)
     rw, _ = frames_of(wrong)
     assert len(rb) == 24 and audio_packets(back) == audio_packets(video)
-    from utils.protect_frame import cut_crops
+    from protect.frame import cut_crops
     anon_crops = cut_crops(anon[3], [np.asarray(rec.tracks[0]["transforms"][3]).reshape(2, 3)], fp.size)
     direct = fp.generate(anon_crops, [pw.for_key(0)], inverse=True)
     got = cut_crops(rb[3], [np.asarray(rec.tracks[0]["transforms"][3]).reshape(2, 3)], fp.size)

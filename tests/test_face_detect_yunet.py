@@ -11,8 +11,8 @@ pytest.importorskip("yuface")
 import anonymize  # noqa: E402
 from bench.real_faces import build, group_three, match, photos, rotated, scaled  # noqa: E402
 from tests.test_face_detect import assert_plausible  # noqa: E402
-from utils.face_detect import DETECTORS, DlibDetector, make_detector  # noqa: E402
-from utils.face_detect_yunet import YuNetDetector  # noqa: E402
+from protect.face_detect import DETECTORS, DlibDetector, make_detector  # noqa: E402
+from protect.face_detect_yunet import YuNetDetector  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_runs_without_network():
             "def refuse(*a, **k): raise OSError('network used')\n"
             "socket.socket.connect = refuse; socket.create_connection = refuse\n"
             "from skimage import data\n"
-            "from utils.face_detect import make_detector\n"
+            "from protect.face_detect import make_detector\n"
             "print(len(make_detector('yunet').detect(data.astronaut()[::2, ::2].copy())))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "1", out.stderr

@@ -18,7 +18,7 @@ def as_input(image: np.ndarray, points: np.ndarray):
     return from_uint8(image)[None], lm[None]
 
 
-# Five points of the two faces, measured once with utils.face_detect.DlibDetector at upsample 1 (HOG
+# Five points of the two faces, measured once with protect.face_detect.DlibDetector at upsample 1 (HOG
 # for the astronaut; the CNN for the cameraman, whose turned face HOG misses), rounded to 0.1 px.
 ASTRONAUT_POINTS = [[203.2, 101.5], [246.5, 104.2], [225.0, 127.0], [201.0, 139.0], [246.0, 141.0]]
 CAMERAMAN_POINTS = [[206.7, 143.8], [234.3, 146.5], [217.0, 163.0], [211.0, 170.0], [229.0, 172.0]]

@@ -6,8 +6,8 @@ import av
 import numpy as np
 import pytest
 
-from utils.video import (TruncatedVideoWarning, VideoError, VideoReader, VideoWriter, _inverse, write_video_with_tone,
-                         _matrix_from_rotate_tag, _orient, _orientation, process_video)
+from protect.video_io import (TruncatedVideoWarning, VideoError, VideoReader, VideoWriter, _inverse,
+                              _matrix_from_rotate_tag, _orient, _orientation, process_video, write_video_with_tone)
 
 W, H, N, FPS = 160, 120, 30, 15
 

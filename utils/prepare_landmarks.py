@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from utils.face_detect import DlibDetector, FaceDetector
+from protect.face_detect import DlibDetector, FaceDetector
 from utils.fileio import atomic_write_text
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}

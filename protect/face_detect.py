@@ -259,7 +259,7 @@ def make_detector(name: str, *, upsample: int = 0, min_face: float = 32.0,
     about 80 px; YuNet enlarges small images by itself and finds faces from about 12 px)."""
     if name == "yunet":
         try:
-            from utils.face_detect_yunet import YuNetDetector
+            from protect.face_detect_yunet import YuNetDetector
             return YuNetDetector(min_face=min_face, upsample=upsample, max_side=max_side)
         except ImportError as e:  # a ValueError, so that command lines report it in one line
             raise ValueError(str(e)) from e

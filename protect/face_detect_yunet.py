@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from utils.face_detect import DetectedFace, FaceDetector, ordered_five, resized, suppress_overlaps
+from protect.face_detect import DetectedFace, FaceDetector, ordered_five, resized, suppress_overlaps
 
 __all__ = ["YuNetDetector"]
 

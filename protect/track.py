@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from utils.face_detect import DetectedFace
+from protect.face_detect import DetectedFace
 
 
 @dataclass

@@ -2,9 +2,9 @@
 
 Two passes over the file. Pass 1 decodes every frame and detects faces (on every ``detect_every``-th
 frame; the detector may work on a downscaled copy, see DlibDetector's ``max_side``), then links the
-detections into tracks (utils/protect_track.py: interpolated gaps, held ends, smoothed points).
+detections into tracks (protect/track.py: interpolated gaps, held ends, smoothed points).
 Pass 2 decodes again, cuts the crops of every track in a batch of frames, runs them through G
-together, blends them back and encodes the frame. utils/video.py keeps the frame count, timing,
+together, blends them back and encodes the frame. protect/video_io.py keeps the frame count, timing,
 rotation and audio (copied packet by packet). Two passes decode twice, which is cheap next to G, and
 let every gap be bridged with the detection that follows it.
 
@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from utils.fileio import atomic_open, atomic_write_text
-from utils.protect import ApproximateRecoveryWarning, FaceProtector, as_face_passwords
-from utils.protect_frame import cut_crops, draw_face_boxes, paste_faces
-from utils.protect_record import Record, RecordError, active_tracks, check_face_count, file_sha256, sidecar_path
-from utils.protect_track import TrackPath, build_tracks
-from utils.video import VIDEO_EXTENSIONS, VideoError, VideoReader, VideoWriter
+from protect.protector import ApproximateRecoveryWarning, FaceProtector, as_face_passwords
+from protect.frame import cut_crops, draw_face_boxes, paste_faces
+from protect.record import Record, RecordError, active_tracks, check_face_count, file_sha256, sidecar_path
+from protect.track import TrackPath, build_tracks
+from protect.video_io import VIDEO_EXTENSIONS, VideoError, VideoReader, VideoWriter
 
 STAGES = ("decode", "detect", "track", "transform", "generate", "blend", "encode")
 

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from utils.prepare_landmarks import IMAGE_EXTENSIONS
-from utils.protect_record import PNG_KEY, Record
+from protect.record import PNG_KEY, Record
 
 __all__ = ["PhotoError", "Photo", "load_photo", "decode_photo", "encode_photo", "output_extension",
            "jpeg_without_metadata", "IMAGE_EXTENSIONS", "LOSSY_EXTENSIONS", "WRITABLE_EXTENSIONS",
@@ -206,7 +206,7 @@ def encode_photo(native: np.ndarray, ext: str, *, icc: bytes | None = None, reco
         data = buf.getvalue()
     decoded = decode_photo(data, "encoded output", max_pixels=2 ** 62).native
     if record is not None:
-        from utils.protect import native_info
+        from protect.protector import native_info
         record.output = native_info(decoded)
         if fmt == "PNG":
             data = _png_with_text(data, PNG_KEY, record.to_json())

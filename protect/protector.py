@@ -1,6 +1,6 @@
 """Anonymize and recover the faces of one photo with a password (the Python API).
 
-    from utils.protect import FaceProtector
+    from protect.protector import FaceProtector
     from models.passwords import Password
 
     fp = FaceProtector("checkpoint.pth.tar")          # or an InferenceModel; dlib HOG by default
@@ -10,8 +10,8 @@
     fp.anonymize(image, pw, landmarks=[five_points])  # your own detector: (5, 2) points per face
 
 Each face is framed by the similarity that takes its five points onto the generator's mean
-landmarks (utils/protect_frame.py), passed through G at the checkpoint's size, warped back and
-blended with a feathered mask; nothing outside the masks changes. The record (utils/protect_record.py)
+landmarks (protect/frame.py), passed through G at the checkpoint's size, warped back and
+blended with a feathered mask; nothing outside the masks changes. The record (protect/record.py)
 holds the exact transforms, so recovery re-cuts the same crops; without one, recovery detects the
 faces again and is approximate (``ApproximateRecoveryWarning``). A wrong password is not an error:
 it gives another realistic face, as in the paper.
@@ -35,10 +35,10 @@ import torch
 
 from models.passwords import Password, password_from_text
 from training.checkpoint import CASIA_MEAN_LANDMARKS, InferenceModel
-from utils.face_detect import DetectedFace, FaceDetector
-from utils.protect_frame import (BLENDS, blend_kind, blend_mask, crop_points, cut_crops, face_transform,
-                                 paste_faces, work_rgb)
-from utils.protect_record import Record, RecordError, check_face_count, pixel_sha256
+from protect.face_detect import DetectedFace, FaceDetector
+from protect.frame import (BLENDS, blend_kind, blend_mask, crop_points, cut_crops, face_transform,
+                           paste_faces, work_rgb)
+from protect.record import Record, RecordError, check_face_count, pixel_sha256
 
 __all__ = ["FaceProtector", "FacePasswords", "Outcome", "ApproximateRecoveryWarning", "RecordError"]
 
@@ -151,7 +151,7 @@ class FaceProtector:
         models/networks.py). 4 is fastest for the paper's generator on the project's 2-core CPU. On
         the CPU the model's G is switched to channels_last (faster oneDNN convolutions, same results).
     blend: "crop" (the whole crop, feathered outside it: recovery re-cuts what G made) or "face" (a
-        feathered ellipse over the face only: fewer pixels change); utils/protect_frame.py.
+        feathered ellipse over the face only: fewer pixels change); protect/frame.py.
     """
 
     def __init__(self, model: InferenceModel | str, detector: FaceDetector | None = None, *, device="cpu",
@@ -169,7 +169,7 @@ class FaceProtector:
             same = torch.allclose(model.mean_landmarks.double(), CASIA_MEAN_LANDMARKS.double())
             self.framing_source = "casia-default" if same else "checkpoint"
         if detector is None:
-            from utils.face_detect import DlibDetector
+            from protect.face_detect import DlibDetector
             detector = DlibDetector()
         self.detector = detector
         self.amp, self.batch_size = bool(amp), int(batch_size)

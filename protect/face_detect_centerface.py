@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from utils.face_detect import DetectedFace, FaceDetector, resized, suppress_overlaps
+from protect.face_detect import DetectedFace, FaceDetector, resized, suppress_overlaps
 
 __all__ = ["CenterFaceDetector", "centerface_weights"]
 

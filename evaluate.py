@@ -13,7 +13,7 @@ import argparse
 import sys
 
 import datasets
-from utils.inference_pages import run_script
+from results.inference_pages import run_script
 
 
 def main(argv=None) -> int:

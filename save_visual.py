@@ -16,7 +16,7 @@ config/one_fourth_D_lr_half.yaml) with --data_root, and --ckpt_name as a path to
 import argparse
 import sys
 
-from utils.inference_pages import run_script, save_visual, script_arguments, user_password
+from results.inference_pages import run_script, save_visual, script_arguments, user_password
 
 
 def main(argv=None) -> int:

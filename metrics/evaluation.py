@@ -28,8 +28,8 @@ from utils.config import SCHEMA, Config, load_yaml, make_config
 from training.distributed import pick_device
 from protect.face_detect import DlibDetector
 from utils.images import to_uint8
-from utils.inference_pages import (PROJECT_ROOT, InferenceError, Runner, batches, choose_images, image_generator,
-                                   load_generator, load_test_split, new_folder)
+from results.inference_pages import (PROJECT_ROOT, InferenceError, Runner, batches, choose_images, image_generator,
+                                     load_generator, load_test_split, new_folder)
 
 from . import quality
 from .attack import password_attack

@@ -1,4 +1,4 @@
-"""A small run folder with result pages and a loss log, built with utils/html.py, for the tests of
+"""A small run folder with result pages and a loss log, built with results/html.py, for the tests of
 the result views (file checks in test_html.py, browser checks in test_browser.py)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from utils.html import TRAINING_COLUMNS, ResultsSite
+from results.html import TRAINING_COLUMNS, ResultsSite
 
 PAGES = ((1, 100), (1, 200), (2, 300))  # (epoch, iteration) of the training pages
 ROWS = 3

@@ -8,7 +8,7 @@ import pytest
 
 from tests.browser import Chromium, artifact_path, require_chromium, serve_directory
 from tests.demo_run import ROWS, make_demo_run
-from utils.html import TRAINING_COLUMNS
+from results.html import TRAINING_COLUMNS
 
 
 def assert_all_images_loaded(browser: Chromium, url: str, expected: int) -> None:

@@ -26,7 +26,7 @@ from models.passwords import complement
 from tests.browser import Chromium, require_chromium, serve_directory
 from tests.views_helpers import ROOT, local_file, one_thread, parse_page, tiny_config  # noqa: F401
 from training.checkpoint import FORMAT, InferenceModel, save_checkpoint
-from utils.inference_pages import Runner
+from results.inference_pages import Runner
 
 N_IMAGES = 4
 

@@ -1,4 +1,4 @@
-"""Result pages (utils/html.py) and the loss plot (utils/loss_plot.py), checked on disk."""
+"""Result pages (results/html.py) and the loss plot (results/loss_plot.py), checked on disk."""
 from __future__ import annotations
 
 import json
@@ -11,9 +11,9 @@ from PIL import Image
 
 from tests.demo_run import PAGES, ROWS, demo_batch, make_demo_run, write_losses
 from tests.views_helpers import local_file, parse_page
-from utils.html import (LOSS_PLOT, TRAINING_COLUMNS, ResultsSite, write_static_page,
-                        write_table_page)
-from utils.loss_plot import curves, read_losses, render_loss_plot
+from results.html import (LOSS_PLOT, TRAINING_COLUMNS, ResultsSite, write_static_page,
+                          write_table_page)
+from results.loss_plot import curves, read_losses, render_loss_plot
 
 IMAGE_NAME = re.compile(r"^(e\d{4}_i\d{8}(_\d+)?|[A-Za-z0-9_.-]+)_r\d{4}_c\d{2}\.png$")
 

@@ -26,7 +26,7 @@ from models.passwords import Password, complement, password_from_text
 from tests.browser import Chromium, artifact_path, require_chromium, serve_directory
 from tests.file_helpers import tree_digest
 from tests.views_helpers import ROOT, TEST_SPLIT_SIZE, local_file, one_thread, parse_page, tiny_config  # noqa: F401
-from utils import inference_pages as ip
+from results import inference_pages as ip
 import training.trainer
 from training.checkpoint import InferenceModel, load_checkpoint, save_checkpoint
 from utils.images import to_uint8

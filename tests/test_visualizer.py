@@ -1,4 +1,4 @@
-"""Live visdom output (utils/visualizer.py) against a real visdom server started offline."""
+"""Live visdom output (results/visualizer.py) against a real visdom server started offline."""
 from __future__ import annotations
 
 import json
@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-import utils.visualizer as vz
-from utils.visualizer import QUEUE_SIZE, Visualizer, visdom_server_command
+import results.visualizer as vz
+from results.visualizer import QUEUE_SIZE, Visualizer, visdom_server_command
 
 # Training imports torch long before the first plot; visdom imports torch too, and importing it
 # here keeps that one-off import out of the timings below.

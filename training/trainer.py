@@ -358,8 +358,8 @@ class Trainer:
     def setup_outputs(self) -> None:
         if not self.dist.main:
             return
-        from utils.html import ResultsSite
-        from utils.visualizer import Visualizer
+        from results.html import ResultsSite
+        from results.visualizer import Visualizer
 
         losses = os.path.join(self.run_dir, "losses.jsonl")
         self.sites = {"train": ResultsSite(os.path.join(self.run_dir, "web"), f"{self.cfg.name}: training batches", losses),

@@ -39,7 +39,7 @@ from training.checkpoint import PAPER_G, CheckpointError, InferenceModel, genera
 from utils.config import Config, ConfigError, make_config
 from training.distributed import pick_device, use_bf16
 from utils.fileio import atomic_save_image, atomic_write_text
-from utils.html import write_table_page
+from results.html import write_table_page
 from utils.images import to_uint8
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -28,7 +28,7 @@ from dominate import document, tags
 from PIL import Image
 
 from utils.fileio import atomic_save_image, atomic_write_text
-from utils.loss_plot import render_loss_plot
+from results.loss_plot import render_loss_plot
 
 # Column titles of the training and validation pages (the spec's order).
 TRAINING_COLUMNS = (

@@ -4,14 +4,14 @@
 
 Lines are ``RELATIVE_PATH [LABEL] x1 y1 ... x5 y5`` (left eye, right eye, nose tip, left and right
 mouth corner, in the pixels of each image). Images without a usable face go to LANDMARKS_noface.txt.
-An interrupted run resumes when the same command is run again. Details: utils/prepare_landmarks.py.
+An interrupted run resumes when the same command is run again. Details: datasets/prepare_landmarks.py.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from utils.prepare_landmarks import PrepareError, make_detector, prepare_landmarks
+from datasets.prepare_landmarks import PrepareError, make_detector, prepare_landmarks
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from utils.prepare_landmarks import IMAGE_EXTENSIONS
+from datasets.prepare_landmarks import IMAGE_EXTENSIONS
 from protect.record import PNG_KEY, Record
 
 __all__ = ["PhotoError", "Photo", "load_photo", "decode_photo", "encode_photo", "output_extension",

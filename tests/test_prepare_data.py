@@ -8,7 +8,7 @@ from skimage import data
 
 import prepare_data
 from protect.face_detect import DlibDetector, FaceDetector
-from utils.prepare_landmarks import PrepareError, make_detector, prepare_landmarks
+from datasets.prepare_landmarks import PrepareError, make_detector, prepare_landmarks
 
 IMAGES_WITH_FACES = ["id_a/1.jpg", "id_a/2.png", "id_b/small.jpg"]
 

@@ -36,7 +36,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, Iterator
+from typing import Iterator
 
 import av
 import numpy as np
@@ -44,7 +44,7 @@ import numpy as np
 from utils.fileio import atomic_open
 
 __all__ = ["VideoError", "TruncatedVideoWarning", "AudioInfo", "VideoInfo", "Frame", "FrameBatch",
-           "VideoReader", "VideoWriter", "process_video", "VIDEO_EXTENSIONS"]
+           "VideoReader", "VideoWriter", "VIDEO_EXTENSIONS"]
 
 VIDEO_EXTENSIONS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
 
@@ -549,21 +549,6 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
-
-
-def process_video(src: str | os.PathLike, dst: str | os.PathLike,
-                  fn: Callable[[np.ndarray], np.ndarray] | None = None, *, batch_size: int = 16,
-                  overwrite: bool = False, progress: bool | str = True, crf: int | None = None) -> VideoInfo:
-    """Read ``src``, pass each batch of upright frames (B, H, W, 3) uint8 through ``fn`` (identity
-    when None; it must return the same shape and dtype), write ``dst`` with the same timing,
-    rotation and copied audio. Returns the source's info."""
-    with VideoReader(src) as reader, VideoWriter(dst, reader.info, overwrite=overwrite, crf=crf) as writer:
-        for batch in reader.batches(batch_size, progress=progress):
-            out = batch.images if fn is None else fn(batch.images)
-            if not isinstance(out, np.ndarray) or out.shape != batch.images.shape or out.dtype != np.uint8:
-                raise ValueError(f"the frame function must return a uint8 array of shape {batch.images.shape}")
-            writer.write_batch(out, batch.pts)
-    return reader.info
 
 
 def write_video_with_tone(path: str | os.PathLike, frames, fps: int, *, vcodec: str = "libx264",

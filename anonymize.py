@@ -79,13 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from models.passwords import password_from_text, read_passphrase
-    from training.checkpoint import CheckpointError, InferenceModel
     from protect.face_detect import make_detector
-    from training.distributed import fast_bf16
     from protect.protector import FacePasswords, FaceProtector
     from protect.run import RunError, RunOptions, plan_outputs, run
     from protect.video import VideoOptions
-    from training.distributed import pick_device
+    from training.checkpoint import CheckpointError, InferenceModel
+    from training.distributed import fast_bf16, pick_device
 
     try:
         device = pick_device(args.device)

@@ -12,7 +12,7 @@ config/one_fourth_D_lr_half.yaml) with --data_root.
 import argparse
 import sys
 
-from results.inference_pages import N_PASSWORDS, run_script, script_arguments, diff_passwords
+from results.inference_pages import N_PASSWORDS, diff_passwords, run_script, script_arguments
 
 
 def main(argv=None) -> int:

@@ -35,13 +35,13 @@ import torch  # noqa: E402
 from datasets.synthetic import render_image  # noqa: E402
 from models import build_generator  # noqa: E402
 from models.passwords import Password  # noqa: E402
-from training.checkpoint import InferenceModel  # noqa: E402
-from utils.config import make_config  # noqa: E402
 from protect.face_detect import DETECTORS, make_detector  # noqa: E402
-from training.distributed import fast_bf16  # noqa: E402
 from protect.protector import FacePasswords, FaceProtector  # noqa: E402
 from protect.video import STAGES, VideoOptions, protect_video  # noqa: E402
 from protect.video_io import write_video_with_tone  # noqa: E402
+from training.checkpoint import InferenceModel  # noqa: E402
+from training.distributed import fast_bf16  # noqa: E402
+from utils.config import make_config  # noqa: E402
 
 
 def load() -> str:

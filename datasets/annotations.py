@@ -34,7 +34,7 @@ class LandmarkTable:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def subset(self, idx) -> "LandmarkTable":
+    def subset(self, idx) -> LandmarkTable:
         idx = np.asarray(idx, np.int64)
         return LandmarkTable(self.source, [self.paths[i] for i in idx],
                              None if self.labels is None else self.labels[idx], self.points[idx], self.lines[idx])

@@ -23,19 +23,37 @@ from tqdm import tqdm
 
 import datasets
 from models.passwords import complement, draw_step_passwords
-from training.checkpoint import CheckpointError, load_checkpoint
-from utils.config import SCHEMA, Config, load_yaml, make_config
-from training.distributed import pick_device
 from protect.face_detect import DlibDetector
+from results.inference_pages import (
+    PROJECT_ROOT,
+    InferenceError,
+    Runner,
+    batches,
+    choose_images,
+    image_generator,
+    load_generator,
+    load_test_split,
+    new_folder,
+)
+from training.checkpoint import CheckpointError, load_checkpoint
+from training.distributed import pick_device
+from utils.config import SCHEMA, Config, load_yaml, make_config
 from utils.images import to_uint8
-from results.inference_pages import (PROJECT_ROOT, InferenceError, Runner, batches, choose_images, image_generator,
-                                     load_generator, load_test_split, new_folder)
 
 from . import quality
 from .attack import password_attack
 from .baselines import BASELINES, face_box
-from .recognisers import (DLIB_THRESHOLD, DlibRecogniser, SmallRecogniser, SphereFaceRecogniser, calibrate,
-                          original_pairs, pairwise, train_small_recogniser, verification)
+from .recognisers import (
+    DLIB_THRESHOLD,
+    DlibRecogniser,
+    SmallRecogniser,
+    SphereFaceRecogniser,
+    calibrate,
+    original_pairs,
+    pairwise,
+    train_small_recogniser,
+    verification,
+)
 
 SMOKE_YAML = os.path.join(PROJECT_ROOT, "config", "smoke.yaml")
 MAIN_YAML = os.path.join(PROJECT_ROOT, "config", "main.yaml")

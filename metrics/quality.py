@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from utils.images import from_uint8, to_uint8
 from training.heldout import psnr
+from utils.images import from_uint8, to_uint8
 
 __all__ = ["psnr", "ssim", "ms_ssim", "ms_ssim_scales", "jpeg_round_trip", "WINDOW", "MS_SSIM_WEIGHTS"]
 

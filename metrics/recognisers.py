@@ -28,8 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.alignment import alignment_grid, warp_to_crop
-from training.checkpoint import CheckpointError, load_checkpoint, load_state_strict
 from protect.face_detect import _model_path, _predictor68
+from training.checkpoint import CheckpointError, load_checkpoint, load_state_strict
 from utils.fileio import atomic_torch_save
 from utils.images import to_uint8
 
@@ -123,7 +123,7 @@ class SphereFaceRecogniser(Recogniser):
                             f"fc5 embedding of the aligned {crop[0]}x{crop[1]} crop; cosine distance")
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict, cfg, device) -> "SphereFaceRecogniser":
+    def from_checkpoint(cls, ckpt: dict, cfg, device) -> SphereFaceRecogniser:
         from models import build_face_recognizer
 
         state = ckpt.get("state_dict_FR")
@@ -190,7 +190,7 @@ class SmallRecogniser(Recogniser):
         atomic_torch_save({"format": SMALL_FORMAT, "state_dict": self.net.state_dict(), "meta": self.meta}, path)
 
     @classmethod
-    def load(cls, path: str, device, expect: dict | None = None) -> "SmallRecogniser":
+    def load(cls, path: str, device, expect: dict | None = None) -> SmallRecogniser:
         ckpt = load_checkpoint(path)
         if ckpt.get("format") != SMALL_FORMAT:
             raise CheckpointError(f"{path}: not a small-recogniser file (format {ckpt.get('format')!r})")

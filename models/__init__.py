@@ -3,8 +3,14 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from .networks import (GANLoss, MultiscaleSeparatedDiscriminator, PasswordClassifier, ResnetGenerator,
-                       UnetGenerator, init_weights)
+from .networks import (
+    GANLoss,
+    MultiscaleSeparatedDiscriminator,
+    PasswordClassifier,
+    ResnetGenerator,
+    UnetGenerator,
+    init_weights,
+)
 from .sphereface import AngleLoss, Sphere20a
 
 

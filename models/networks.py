@@ -11,7 +11,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn import init
 
-
 # ---- normalisation ---------------------------------------------------------------------------
 
 class BatchNorm2dNoStats(nn.BatchNorm2d):

@@ -18,10 +18,12 @@ tensors and nothing here waits on the device.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
+from training.distributed import use_bf16
 
 from . import Networks
 from .alignment import alignment_theta, warp_to_crop
@@ -29,7 +31,6 @@ from .image_pool import ImagePool
 from .networks import GANLoss
 from .passwords import StepPasswords, digits, draw_step_passwords, encode
 from .sphereface import AngleLoss
-from training.distributed import use_bf16
 
 HEADS = ("M", "R", "WR")
 

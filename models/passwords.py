@@ -109,7 +109,7 @@ class StepPasswords:
     w1: torch.Tensor
     w2: torch.Tensor
 
-    def to(self, device) -> "StepPasswords":
+    def to(self, device) -> StepPasswords:
         return StepPasswords(*(t.to(device, non_blocking=True) for t in (self.p, self.p2, self.inv, self.w1, self.w2)))
 
     def __repr__(self) -> str:  # never show codes
@@ -156,7 +156,7 @@ class Password:
 
     # constructors
     @classmethod
-    def from_passphrase(cls, passphrase: str, length: int = 16) -> "Password":
+    def from_passphrase(cls, passphrase: str, length: int = 16) -> Password:
         check_length(length)
         if not isinstance(passphrase, str) or not passphrase:
             raise ValueError("the passphrase is empty")
@@ -165,7 +165,7 @@ class Password:
         return cls(bits_from_int(value, length))
 
     @classmethod
-    def from_code(cls, code: int | str, length: int = 16) -> "Password":
+    def from_code(cls, code: int | str, length: int = 16) -> Password:
         """An explicit code: an integer, or a string in decimal or hexadecimal ('0x...')."""
         if isinstance(code, str):
             text = code.strip().lower().replace("_", "")
@@ -176,7 +176,7 @@ class Password:
         return cls(bits_from_int(code, length))
 
     @classmethod
-    def random(cls, length: int = 16, generator: torch.Generator | None = None) -> "Password":
+    def random(cls, length: int = 16, generator: torch.Generator | None = None) -> Password:
         return cls(random_bits(1, check_length(length), generator)[0])
 
     # views
@@ -191,7 +191,7 @@ class Password:
     def vector(self, mode: str = "half", batch: int = 1, device="cpu") -> torch.Tensor:
         return encode(self.bits(batch, device), mode)
 
-    def inverse(self) -> "Password":
+    def inverse(self) -> Password:
         return Password(complement(self._bits))
 
     def __eq__(self, other) -> bool:

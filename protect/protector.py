@@ -27,18 +27,17 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from models.passwords import Password, password_from_text
-from training.checkpoint import CASIA_MEAN_LANDMARKS, InferenceModel
 from protect.face_detect import DetectedFace, FaceDetector
-from protect.frame import (BLENDS, blend_kind, blend_mask, crop_points, cut_crops, face_transform,
-                           paste_faces, work_rgb)
+from protect.frame import BLENDS, blend_kind, blend_mask, crop_points, cut_crops, face_transform, paste_faces, work_rgb
 from protect.record import Record, RecordError, check_face_count, pixel_sha256
+from training.checkpoint import CASIA_MEAN_LANDMARKS, InferenceModel
 
 __all__ = ["FaceProtector", "FacePasswords", "Outcome", "ApproximateRecoveryWarning", "RecordError"]
 
@@ -74,7 +73,7 @@ class FacePasswords:
         object.__setattr__(self, "_cache", {})
 
     @classmethod
-    def per_face(cls, passphrase: str, length: int = 16) -> "FacePasswords":
+    def per_face(cls, passphrase: str, length: int = 16) -> FacePasswords:
         return cls(passphrase=passphrase, length=length)
 
     @property
@@ -215,7 +214,7 @@ class FaceProtector:
         sizes = [float(v) for v in sizes if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0]
         return min(sizes) if sizes else 32.0
 
-    def use_record_framing(self, record: Record) -> "FaceProtector":
+    def use_record_framing(self, record: Record) -> FaceProtector:
         """This protector with the record's framing and blend mask (recovery blends where anonymization
         did), or self when they are the same."""
         try:

@@ -88,7 +88,7 @@ class Record:
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str | bytes, where: str = "record") -> "Record":
+    def from_json(cls, text: str | bytes, where: str = "record") -> Record:
         try:
             d = json.loads(text)
         except (ValueError, UnicodeDecodeError) as e:
@@ -96,7 +96,7 @@ class Record:
         return cls.from_dict(d, where)
 
     @classmethod
-    def from_dict(cls, d, where: str = "record") -> "Record":
+    def from_dict(cls, d, where: str = "record") -> Record:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise RecordError(f"{where}: not a face-identity-transformer record (key 'format')")
         if d.get("version") != VERSION:

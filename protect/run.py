@@ -17,19 +17,29 @@ import os
 import stat
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
-from utils.fileio import atomic_write_bytes, atomic_write_text
-from protect.protector import ApproximateRecoveryWarning, FaceProtector, native_info
 from protect.frame import draw_face_boxes
-from protect.photo_io import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, LOSSY_EXTENSIONS, WRITABLE_EXTENSIONS, PhotoError,
-                              decode_photo, encode_photo, jpeg_without_metadata, load_photo, output_extension)
+from protect.photo_io import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    LOSSY_EXTENSIONS,
+    WRITABLE_EXTENSIONS,
+    PhotoError,
+    decode_photo,
+    encode_photo,
+    jpeg_without_metadata,
+    load_photo,
+    output_extension,
+)
+from protect.protector import ApproximateRecoveryWarning, FaceProtector, native_info
 from protect.record import SIDECAR_SUFFIX, Record, RecordError, read_sidecar, sidecar_path
 from protect.video import VideoOptions, protect_video
 from protect.video_io import VIDEO_EXTENSIONS, TruncatedVideoWarning, VideoError
+from utils.fileio import atomic_write_bytes, atomic_write_text
 
 
 class RunError(ValueError):

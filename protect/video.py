@@ -26,12 +26,12 @@ import av
 import numpy as np
 import torch
 
-from utils.fileio import atomic_open, atomic_write_text
-from protect.protector import ApproximateRecoveryWarning, FaceProtector, as_face_passwords
 from protect.frame import cut_crops, draw_face_boxes, paste_faces
+from protect.protector import ApproximateRecoveryWarning, FaceProtector, as_face_passwords
 from protect.record import Record, RecordError, active_tracks, check_face_count, file_sha256, sidecar_path
 from protect.track import TrackPath, build_tracks
 from protect.video_io import VIDEO_EXTENSIONS, VideoError, VideoReader, VideoWriter
+from utils.fileio import atomic_open, atomic_write_text
 
 STAGES = ("decode", "detect", "track", "transform", "generate", "blend", "encode")
 

@@ -34,9 +34,9 @@ import contextlib
 import math
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterator
 
 import av
 import numpy as np
@@ -371,7 +371,7 @@ class VideoReader:
         self._decoder.close()
         self._container.close()
 
-    def __enter__(self) -> "VideoReader":
+    def __enter__(self) -> VideoReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -541,7 +541,7 @@ class VideoWriter:
             with contextlib.suppress(Exception):
                 stack.__exit__(VideoError, err, None)
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -21,14 +21,14 @@ from __future__ import annotations
 import os
 import re
 import zlib
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from dominate import document, tags
 from PIL import Image
 
-from utils.fileio import atomic_save_image, atomic_write_text
 from results.loss_plot import render_loss_plot
+from utils.fileio import atomic_save_image, atomic_write_text
 
 # Column titles of the training and validation pages (the spec's order).
 TRAINING_COLUMNS = (

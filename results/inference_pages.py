@@ -23,8 +23,9 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -33,13 +34,21 @@ from PIL import Image
 from tqdm import tqdm
 
 import datasets
-from models.passwords import (Password, redraw_equal, complement, draw_step_passwords, encode, password_from_text,
-                              random_bits, read_passphrase)
-from training.checkpoint import PAPER_G, CheckpointError, InferenceModel, generator_config, load_checkpoint
-from utils.config import Config, ConfigError, make_config
-from training.distributed import pick_device, use_bf16
-from utils.fileio import atomic_save_image, atomic_write_text
+from models.passwords import (
+    Password,
+    complement,
+    draw_step_passwords,
+    encode,
+    password_from_text,
+    random_bits,
+    read_passphrase,
+    redraw_equal,
+)
 from results.html import write_table_page
+from training.checkpoint import PAPER_G, CheckpointError, InferenceModel, generator_config, load_checkpoint
+from training.distributed import pick_device, use_bf16
+from utils.config import Config, ConfigError, make_config
+from utils.fileio import atomic_save_image, atomic_write_text
 from utils.images import to_uint8
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

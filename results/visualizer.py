@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import urlparse
 
 import numpy as np
@@ -84,7 +84,7 @@ class Visualizer:
 
     @classmethod
     def from_config(cls, cfg: Mapping, run_dir: str | None = None,
-                    log: Callable[[str], None] | None = None) -> "Visualizer":
+                    log: Callable[[str], None] | None = None) -> Visualizer:
         """Build from the display_* keys of utils/config.py; ``run_dir`` holds an autostarted
         server's files (``run_dir/visdom``)."""
         return cls(cfg["display_id"], cfg["display_server"], cfg["display_port"],

@@ -7,8 +7,8 @@ from skimage import data
 
 from datasets.synthetic import render_image
 from models import build_generator
-from utils.config import make_config
 from protect.video_io import write_video_with_tone
+from utils.config import make_config
 
 
 def synthetic_face(label: int = 3, k: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -227,7 +227,7 @@ class Chromium:
         self._log.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def __enter__(self) -> "Chromium":
+    def __enter__(self) -> Chromium:
         return self
 
     def __exit__(self, *exc) -> None:

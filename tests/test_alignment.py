@@ -4,8 +4,14 @@ import math
 import pytest
 import torch
 
-from models.alignment import (REFERENCE_96x112, alignment_grid, alignment_theta, fit_similarity,
-                              reference_points, warp_to_crop)
+from models.alignment import (
+    REFERENCE_96x112,
+    alignment_grid,
+    alignment_theta,
+    fit_similarity,
+    reference_points,
+    warp_to_crop,
+)
 
 
 def similarity(scale, angle_deg, tx, ty):

@@ -10,13 +10,18 @@ import torch
 from skimage import data
 
 from models.passwords import Password, int_from_bits
-from tests.anonymize_helpers import (astronaut_head, one_thread, save_original_checkpoint, save_small_checkpoint,
-                                     synthetic_face, two_face_scene)
-from training.checkpoint import CASIA_MEAN_LANDMARKS, InferenceModel
-from protect.protector import ApproximateRecoveryWarning, FacePasswords, FaceProtector
 from protect.frame import crop_points, cut_crops, face_region, paste_faces
+from protect.protector import ApproximateRecoveryWarning, FacePasswords, FaceProtector
 from protect.record import Record, RecordError
-
+from tests.anonymize_helpers import (
+    astronaut_head,
+    one_thread,
+    save_original_checkpoint,
+    save_small_checkpoint,
+    synthetic_face,
+    two_face_scene,
+)
+from training.checkpoint import CASIA_MEAN_LANDMARKS, InferenceModel
 
 _threads = pytest.fixture(autouse=True, scope="module")(one_thread)
 

@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 import anonymize
-from tests.anonymize_helpers import astronaut_head, one_thread, save_small_checkpoint, synthetic_face
-from tests.file_helpers import tree_digest
 from protect.photo_io import decode_photo, encode_photo, load_photo
 from protect.record import PNG_KEY, Record
+from tests.anonymize_helpers import astronaut_head, one_thread, save_small_checkpoint, synthetic_face
+from tests.file_helpers import tree_digest
 
 _threads = pytest.fixture(autouse=True, scope="module")(one_thread)
 
@@ -93,8 +93,8 @@ def test_png_output_is_lossless_outside_faces(ckpt, tmp_path, capsys):
     assert cli(src, "-o", dst, "--password-env", "FIT_PW", ckpt=ckpt) == 0
     photo = load_photo(str(dst))
     assert photo.record is not None and len(photo.record.faces) == 1
-    from protect.protector import FaceProtector
     from protect.frame import face_region
+    from protect.protector import FaceProtector
     fp = FaceProtector(str(ckpt))
     ys, xs, w = face_region(photo.native.shape[:2], np.asarray(photo.record.faces[0]["transform"]).reshape(2, 3),
                             fp.mask)

@@ -17,10 +17,10 @@ from PIL import Image
 from skimage import data
 
 import anonymize
-from tests.anonymize_helpers import astronaut_head, make_face_video, one_thread, save_small_checkpoint
-from tests.file_helpers import tree_digest
 from protect.photo_io import load_photo
 from protect.record import PNG_KEY, Record
+from tests.anonymize_helpers import astronaut_head, make_face_video, one_thread, save_small_checkpoint
+from tests.file_helpers import tree_digest
 
 _threads = pytest.fixture(autouse=True, scope="module")(one_thread)
 
@@ -421,8 +421,8 @@ def test_two_minute_path_real_photos_there_and_back(ckpt, tmp_path, capsys):
     assert "faces anonymized per file:" in out
     assert cli(tmp_path / "anon", "-o", tmp_path / "back", "--recover", ckpt=ckpt) == 0
     capsys.readouterr()
-    from protect.protector import FaceProtector
     from protect.frame import face_region
+    from protect.protector import FaceProtector
     from protect.record import read_sidecar
     fp = FaceProtector(str(ckpt))
     faces = 0

@@ -9,13 +9,13 @@ import pytest
 
 import anonymize
 from models.passwords import Password
-from tests.anonymize_helpers import make_face_video, one_thread, save_small_checkpoint
 from protect.face_detect import DetectedFace, DlibDetector, FaceDetector
 from protect.protector import FacePasswords, FaceProtector
 from protect.record import RecordError, read_sidecar
 from protect.track import build_tracks
 from protect.video import VideoOptions, protect_video
 from protect.video_io import VideoReader
+from tests.anonymize_helpers import make_face_video, one_thread, save_small_checkpoint
 
 _threads = pytest.fixture(autouse=True, scope="module")(one_thread)
 QUIET = VideoOptions(progress=False, detect_every=1)

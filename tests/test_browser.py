@@ -6,9 +6,9 @@ import os
 
 import pytest
 
+from results.html import TRAINING_COLUMNS
 from tests.browser import Chromium, artifact_path, require_chromium, serve_directory
 from tests.demo_run import ROWS, make_demo_run
-from results.html import TRAINING_COLUMNS
 
 
 def assert_all_images_loaded(browser: Chromium, url: str, expected: int) -> None:

@@ -13,20 +13,20 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from PIL import Image
 import torch
+from PIL import Image
 
 import datasets
 import evaluate
 from metrics import attack as atk
-from metrics.evaluation import G_VIEWS, ORIGINAL, Options, run, view_passwords
 from metrics.baselines import BASELINES
+from metrics.evaluation import G_VIEWS, ORIGINAL, Options, run, view_passwords
 from models import Networks
 from models.passwords import complement
+from results.inference_pages import Runner
 from tests.browser import Chromium, require_chromium, serve_directory
 from tests.views_helpers import ROOT, local_file, one_thread, parse_page, tiny_config  # noqa: F401
 from training.checkpoint import FORMAT, InferenceModel, save_checkpoint
-from results.inference_pages import Runner
 
 N_IMAGES = 4
 

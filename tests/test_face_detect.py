@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from protect.face_detect import (DetectedFace, DlibDetector, FaceDetector, check_image, five_points_from_68)
+from protect.face_detect import DetectedFace, DlibDetector, FaceDetector, check_image, five_points_from_68
 
 
 @pytest.fixture(scope="module")

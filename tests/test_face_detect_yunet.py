@@ -10,9 +10,9 @@ pytest.importorskip("yuface")
 
 import anonymize  # noqa: E402
 from bench.real_faces import build, group_three, match, photos, rotated, scaled  # noqa: E402
-from tests.test_face_detect import assert_plausible  # noqa: E402
 from protect.face_detect import DETECTORS, DlibDetector, make_detector  # noqa: E402
 from protect.face_detect_yunet import YuNetDetector  # noqa: E402
+from tests.test_face_detect import assert_plausible  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import datasets
-from models import build_face_recognizer
 import training.trainer
+from models import build_face_recognizer
 from training.fr_pretrain import pretrain_face_recognizer
 from utils.config import make_config
 

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from results.html import LOSS_PLOT, TRAINING_COLUMNS, ResultsSite, write_static_page, write_table_page
+from results.loss_plot import curves, read_losses, render_loss_plot
 from tests.demo_run import PAGES, ROWS, demo_batch, make_demo_run, write_losses
 from tests.views_helpers import local_file, parse_page
-from results.html import (LOSS_PLOT, TRAINING_COLUMNS, ResultsSite, write_static_page,
-                          write_table_page)
-from results.loss_plot import curves, read_losses, render_loss_plot
 
 IMAGE_NAME = re.compile(r"^(e\d{4}_i\d{8}(_\d+)?|[A-Za-z0-9_.-]+)_r\d{4}_c\d{2}\.png$")
 

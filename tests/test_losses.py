@@ -102,6 +102,7 @@ def test_image_pool_state_round_trip():
 
 def test_sphereface_prelu_equals_the_native_prelu_exactly():
     import torch.nn.functional as F
+
     from models.sphereface import PReLU
     torch.manual_seed(0)
     m = PReLU(4)

@@ -210,6 +210,7 @@ def test_password_bias_first_convolution_equals_concatenated_channels(train):
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_shift_sum_convolution_equals_the_plain_convolution(channels_last):
     import torch.nn.functional as F
+
     from models.networks import ShiftSumConv2d
     torch.manual_seed(0)
     m = ShiftSumConv2d(8, 3, 7)

@@ -4,8 +4,17 @@ import pickle
 import pytest
 import torch
 
-from models.passwords import (Password, bits_from_int, complement, digits, draw_step_passwords, encode,
-                              int_from_bits, password_from_text, read_passphrase)
+from models.passwords import (
+    Password,
+    bits_from_int,
+    complement,
+    digits,
+    draw_step_passwords,
+    encode,
+    int_from_bits,
+    password_from_text,
+    read_passphrase,
+)
 
 BITS = torch.tensor([[1, 0, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1]], dtype=torch.uint8)  # 0xA3F1
 

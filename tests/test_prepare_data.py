@@ -7,8 +7,8 @@ from PIL import Image
 from skimage import data
 
 import prepare_data
-from protect.face_detect import DlibDetector, FaceDetector
 from datasets.prepare_landmarks import PrepareError, make_detector, prepare_landmarks
+from protect.face_detect import DlibDetector, FaceDetector
 
 IMAGES_WITH_FACES = ["id_a/1.jpg", "id_a/2.png", "id_b/small.jpg"]
 

@@ -22,15 +22,15 @@ from PIL import Image
 import datasets
 import main_test_diff_passwds
 import save_visual
+import training.trainer
 from models.passwords import Password, complement, password_from_text
+from results import inference_pages as ip
 from tests.browser import Chromium, artifact_path, require_chromium, serve_directory
 from tests.file_helpers import tree_digest
 from tests.views_helpers import ROOT, TEST_SPLIT_SIZE, local_file, one_thread, parse_page, tiny_config  # noqa: F401
-from results import inference_pages as ip
-import training.trainer
 from training.checkpoint import InferenceModel, load_checkpoint, save_checkpoint
-from utils.images import to_uint8
 from training.heldout import ViewPasswords, views
+from utils.images import to_uint8
 
 STRIP_W = 5 * 64 + 4 * ip.STRIP_GAP
 

@@ -10,9 +10,9 @@ import time
 import pytest
 import torch
 
+import training.trainer
 from models.objective import Objective
 from training import distributed
-import training.trainer
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from utils.config import ConfigError, make_config
 

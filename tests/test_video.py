@@ -6,8 +6,17 @@ import av
 import numpy as np
 import pytest
 
-from protect.video_io import (TruncatedVideoWarning, VideoError, VideoReader, VideoWriter, _inverse,
-                              _matrix_from_rotate_tag, _orient, _orientation, write_video_with_tone)
+from protect.video_io import (
+    TruncatedVideoWarning,
+    VideoError,
+    VideoReader,
+    VideoWriter,
+    _inverse,
+    _matrix_from_rotate_tag,
+    _orient,
+    _orientation,
+    write_video_with_tone,
+)
 from tests.video_helpers import process_video
 
 W, H, N, FPS = 160, 120, 30, 15

@@ -3,7 +3,7 @@ batch, for the tests of timing, rotation and audio. The tool itself runs protect
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -32,7 +32,7 @@ class ViewPasswords:
     w2: torch.Tensor
 
     @classmethod
-    def draw(cls, batch: int, length: int, generator: torch.Generator) -> "ViewPasswords":
+    def draw(cls, batch: int, length: int, generator: torch.Generator) -> ViewPasswords:
         s = draw_step_passwords(batch, length, generator)
         return cls(s.p, s.p2, s.w1, s.w2)
 
@@ -41,7 +41,7 @@ class ViewPasswords:
 
 
 @torch.no_grad()
-def views(G, images: torch.Tensor, pw: ViewPasswords, mode: str) -> "OrderedDict[str, torch.Tensor]":
+def views(G, images: torch.Tensor, pw: ViewPasswords, mode: str) -> OrderedDict[str, torch.Tensor]:
     """The seven images of the paper's result pages (G in eval mode is the caller's business)."""
     dev = images.device
     v = lambda bits: encode(bits, mode).to(dev)  # noqa: E731

@@ -25,17 +25,17 @@ import torch
 from tqdm import tqdm
 
 import datasets
-from models import Networks
 from datasets.loader import worker_init
+from models import Networks
 from models.networks import inference_stats, load_inference_stats
 from models.objective import Objective
 from training import distributed
 from training.checkpoint import FORMAT, CheckpointError, load_checkpoint, load_state_strict, save_checkpoint
+from training.fr_pretrain import pretrain_face_recognizer
+from training.heldout import ViewPasswords, evaluate, format_evaluation, views
 from utils.config import Config, ConfigError, dump_yaml
 from utils.fileio import atomic_write_text
-from training.fr_pretrain import pretrain_face_recognizer
 from utils.images import to_uint8
-from training.heldout import VIEW_COLUMNS, ViewPasswords, evaluate, format_evaluation, views
 
 TRAIN_COLUMNS = ("real", "anonymized", "second anonymization", "recovered", "wrong recovery 1", "wrong recovery 2")
 SPHEREFACE_HELP = ("The paper's configs fine-tune the pretrained SphereFace-20a of clcarwin/sphereface_pytorch "

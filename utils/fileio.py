@@ -9,7 +9,8 @@ import contextlib
 import io
 import os
 import tempfile
-from typing import Callable, IO
+from collections.abc import Callable
+from typing import IO
 
 
 @contextlib.contextmanager

@@ -182,7 +182,7 @@ def bench_recovery(model: InferenceModel, folder: str, frames: int) -> None:
             exact_anon = paste_faces(source[i], g1, t, fp.mask)
             g2 = fp.generate(torch.from_numpy(g1).permute(0, 3, 1, 2) / 127.5 - 1, [pw.for_key(0)], True)
             ideal = paste_faces(source[i], g2, t, fp.mask)
-            crop = lambda im: (cut_crops(im, t, fp.size)[0].permute(1, 2, 0).numpy() + 1) * 127.5  # noqa: E731
+            crop = lambda im, t=t: (cut_crops(im, t, fp.size)[0].permute(1, 2, 0).numpy() + 1) * 127.5  # noqa: E731
             codec.append(_psnr(crop(decoded[i]), crop(exact_anon)))
             pipeline.append(_psnr(crop(recovered[i]), crop(ideal)))
             if crf == 18:  # the same recovery from the frame before encoding: no codec at all

@@ -74,8 +74,8 @@ def main(argv=None) -> int:
           + f"; {n_neg} photos without a face")
     print(f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}, {os.cpu_count()} CPUs")
     frame_costs = {}
-    header = f"{'detector':<18}" + "".join(f"{c:>10}" for c in cats) + f"{'all':>10}{f'>={args.min_size:g}px':>9}{'FP faces':>9}{'FP none':>8}" \
-             f"{'ms/photo':>9}{'ms/720p':>8}"
+    header = (f"{'detector':<18}" + "".join(f"{c:>10}" for c in cats)
+              + f"{'all':>10}{f'>={args.min_size:g}px':>9}{'FP faces':>9}{'FP none':>8}{'ms/photo':>9}{'ms/720p':>8}")
     print(header)
     for name in args.detectors:
         try:

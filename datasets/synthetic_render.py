@@ -192,7 +192,8 @@ def paint_face(cv: Canvas, ident: Identity, view: View):
     for side in (-1.0, 1.0):  # hollow under the cheekbones, jaw line
         hollow = 0.1 * gauss(u, v, side * 0.78, 0.8, 0.14, 0.3) + 0.08 * gauss(u, v, side * 0.7, 1.45, 0.2, 0.12)
         col = col * (1.0 - hollow)[..., None]
-    spec = np.clip((nx * view.light[0] + ny * view.light[1] + nz * view.light[2]) / np.sqrt(nx**2 + ny**2 + nz**2), 0, 1)
+    spec = np.clip((nx * view.light[0] + ny * view.light[1] + nz * view.light[2]) / np.sqrt(nx**2 + ny**2 + nz**2),
+                   0, 1)
     col = col + 0.05 * (spec ** 12)[..., None]
     cv.paint(win, coverage(f, 1.2), col)
 
@@ -323,7 +324,8 @@ def paint_mouth(cv: Canvas, ident: Identity, view: View):
     outside = np.abs(du) - hw
     lower_top = mid + opening
     # shadow below the lower lip and a darker philtrum groove above the upper one
-    cv.multiply(win, 1.0 - 0.22 * gauss(u, v, mx, corner_v + 0.03 + view.mouth_open + ident.lip_lo + 0.07, hw * 0.55, 0.04)
+    cv.multiply(win, 1.0
+                - 0.22 * gauss(u, v, mx, corner_v + 0.03 + view.mouth_open + ident.lip_lo + 0.07, hw * 0.55, 0.04)
                 - 0.12 * gauss(u, v, mx, corner_v - ident.lip_up - 0.09, 0.04, 0.06))
     lip_shade = 0.8 + 0.2 * (view.light[1] < 0)
     bow = 1.0 - 0.22 * np.exp(-(du / 0.04) ** 2) + 0.1 * np.exp(-((np.abs(du) - 0.09) / 0.05) ** 2)

@@ -35,7 +35,8 @@ class Baseline:
 
     def describe(self, side: int) -> str:
         if self.kind == "blur":
-            return f"Gaussian blur of the face region, sigma = side/{round(1 / self.fraction)} ({self.pixels(side):g} px)"
+            return (f"Gaussian blur of the face region, sigma = side/{round(1 / self.fraction)} "
+                    f"({self.pixels(side):g} px)")
         if self.kind == "pixelate":
             return (f"pixelation of the face region, blocks of side/{round(1 / self.fraction)} "
                     f"({self.pixels(side):g} px)")

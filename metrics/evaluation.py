@@ -165,7 +165,8 @@ def small_recogniser(opts: Options, cfg: Config, dataset: str, device, log) -> S
     if path is None:
         if dataset != "synthetic":
             return None
-        path = os.path.join(cfg.data_root, f"{cfg.synthetic_dir}_recogniser_{cfg.img_size}px_e{opts.recogniser_epochs}.pth")
+        path = os.path.join(cfg.data_root,
+                            f"{cfg.synthetic_dir}_recogniser_{cfg.img_size}px_e{opts.recogniser_epochs}.pth")
     if os.path.isfile(path):
         return SmallRecogniser.load(path, device, expect=meta)
     if opts.recogniser is not None and dataset != "synthetic":
@@ -253,7 +254,8 @@ def summarise_recogniser(name: str, rec, base: str, thr: float, source: str, emb
                f"share of pairs of test originals of the same identity at distance < threshold; {where}"),
         figure("recogniser", "true_non_match_rate", ORIGINAL, name, ver.true_non_match, ver.different_pairs,
                f"share of pairs of test originals of different identities at distance >= threshold; {where}"),
-        figure("recogniser", "balanced_accuracy", ORIGINAL, name, ver.balanced_accuracy, ver.same_pairs + ver.different_pairs,
+        figure("recogniser", "balanced_accuracy", ORIGINAL, name, ver.balanced_accuracy,
+               ver.same_pairs + ver.different_pairs,
                "mean of the true match and true non-match rates on pairs of test originals"),
         figure("recogniser", "auc", ORIGINAL, name, ver.auc, ver.same_pairs + ver.different_pairs,
                "probability that a same-identity pair of originals is closer than a different-identity pair"),
@@ -287,7 +289,8 @@ def summarise_recogniser(name: str, rec, base: str, thr: float, source: str, emb
         d = rec.distance(emb[a], emb[b])
         figures += [
             figure("diversity", "different_rate", f"{a} vs {b}", name, (d >= thr).mean(), n,
-                   f"share of pairs ({a}, {b}) of one face at distance >= threshold: the recogniser sees two people; {where}"),
+                   f"share of pairs ({a}, {b}) of one face at distance >= threshold: the recogniser sees two people; "
+                   f"{where}"),
             figure("diversity", "mean_distance", f"{a} vs {b}", name, d.mean(), n,
                    f"mean distance between {a} and {b} of the same face ({rec.metric})"),
         ]

@@ -86,7 +86,7 @@ def tables(figures, infos, protocol) -> list[tuple[str, list[str], list[list[str
             "balanced accuracy", "AUC", "rank-1 (leave one out)"]
     rows = []
     for r in recs:
-        v = lambda m: _get(figures, "recogniser", m, "original", r)  # noqa: E731
+        v = lambda m, r=r: _get(figures, "recogniser", m, "original", r)  # noqa: E731
         rows.append([r, f"{infos[r]['threshold']:.4g} ({infos[r]['threshold_source']})", _fmt(v("true_match_rate"), 1),
                      _fmt(v("true_non_match_rate"), 1), _fmt(v("balanced_accuracy"), 1), _fmt(v("auc")),
                      _fmt(v("rank1_leave_one_out"), 1)])
@@ -245,7 +245,8 @@ def write_report(out, protocol, figures, infos, curves, attack, skipped, m, opts
     md = [f"# {title}", "", "Protocol: docs/evaluation.md. Settings: " + ", ".join(
         f"{k} {protocol[k]}" for k in ("img_size", "passwd_length", "seed", "device", "precision")), ""]
     for name, info in infos.items():
-        md.append(f"- **{name}**: {info['description']}; threshold {info['threshold']:.4g} ({info['threshold_source']})")
+        md.append(f"- **{name}**: {info['description']}; "
+                  f"threshold {info['threshold']:.4g} ({info['threshold_source']})")
     md.append("")
     for t, head, rows in all_tables:
         md += [f"## {t}", "", markdown_table(head, rows), ""]
@@ -264,10 +265,12 @@ def write_report(out, protocol, figures, infos, curves, attack, skipped, m, opts
     with doc:
         tags.h2(title)
         tags.p("Protocol and definitions: docs/evaluation.md; every figure with its sample size: ",
-               tags.a("metrics.json", href="metrics.json"), ". Passwords are drawn per image from the seed and never shown.")
+               tags.a("metrics.json", href="metrics.json"),
+               ". Passwords are drawn per image from the seed and never shown.")
         with tags.ul():
             for name, info in infos.items():
-                tags.li(f"{name}: {info['description']}; threshold {info['threshold']:.4g} ({info['threshold_source']})")
+                tags.li(f"{name}: {info['description']}; "
+                        f"threshold {info['threshold']:.4g} ({info['threshold_source']})")
         for t, head, rows in all_tables:
             tags.h3(t)
             with tags.table():

@@ -147,7 +147,7 @@ class Objective:
 
     # ---- the step --------------------------------------------------------------------------------
     def step(self, batch: dict, passwords: StepPasswords | None = None) -> dict[str, torch.Tensor]:
-        nets, cfg = self.nets, self.cfg
+        nets = self.nets
         nets.train()
         real, label, grid = self._prepare(batch)
         B = real.shape[0]

@@ -173,7 +173,8 @@ def plan_outputs(src: str, dst: str, opts: RunOptions) -> tuple[list[tuple[str, 
         if kind == "video" and kind_of(dst) != "video":
             raise RunError(f"{dst}: a video must be written to {', '.join(sorted(VIDEO_EXTENSIONS))}")
         if kind == "image" and os.path.splitext(dst)[1].lower() not in WRITABLE_EXTENSIONS:
-            raise RunError(f"{dst}: photos cannot be written as {os.path.splitext(dst)[1] or 'a file without an extension'}"
+            raise RunError(f"{dst}: photos cannot be written as "
+                           f"{os.path.splitext(dst)[1] or 'a file without an extension'}"
                            f"; use one of {', '.join(sorted(WRITABLE_EXTENSIONS))}")
         jobs, skipped, inputs = [(src, dst, kind)], [], {os.path.realpath(src)}
     _check_writes(src, dst, jobs, inputs, opts)
@@ -189,7 +190,7 @@ def _check_writes(src: str, dst: str, jobs: list, inputs: set, opts: RunOptions)
         raise RunError(f"--preview {opts.preview} is a file; give a folder")
     writes: dict[str, str] = {}
     folders: dict[str, str | None] = {}
-    for path, out, kind in jobs:
+    for path, out, _kind in jobs:
         name = os.path.relpath(path, src) if src_dir else path
         targets = [(out, "output")]
         if not opts.recover:

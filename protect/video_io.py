@@ -292,8 +292,7 @@ class VideoReader:
     def _decode(self) -> Iterator[av.VideoFrame]:
         try:
             for packet in self._container.demux(self._stream):
-                for frame in packet.decode():
-                    yield frame
+                yield from packet.decode()
         except av.FFmpegError as e:
             if self.frames_decoded == 0:
                 raise VideoError(f"{self.path}: not a decodable video ({e.strerror or e})") from None

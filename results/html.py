@@ -143,7 +143,7 @@ def as_table(rows, columns: Sequence[str] | None = None):
             raise ValueError("give the column titles either as the mapping's keys or as columns")
         columns = [str(k) for k in rows]
         batches = []
-        for name, batch in rows.items():
+        for batch in rows.values():
             batch = np.asarray(batch)
             batches.append(batch[None] if batch.ndim == 3 else batch)
         sizes = {len(b) for b in batches}

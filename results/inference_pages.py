@@ -25,7 +25,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
 import torch
@@ -65,7 +64,7 @@ ORIGINAL_RUN_HINT = (
 _LOG_BATCH = re.compile(r"processes: (\d+), batch (\d+) per process")
 
 
-PasswordSource = Union[Password, Callable[[int], Password]]
+PasswordSource = Password | Callable[[int], Password]
 
 
 class InferenceError(ValueError):

@@ -19,7 +19,7 @@ def demo_batch(seed: int, rows: int = ROWS) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:SIZE, 0:SIZE]
     out = {}
-    for c, name in enumerate(TRAINING_COLUMNS):
+    for name in TRAINING_COLUMNS:
         batch = np.empty((rows, SIZE, SIZE, 3), np.uint8)
         for r in range(rows):
             base = rng.integers(0, 256, 3)

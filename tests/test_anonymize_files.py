@@ -203,7 +203,8 @@ def test_refusals_and_small_faces(ckpt, tmp_path, capsys):
     assert "large.png: 2000x2000 is 4 megapixels, over the limit of 1" in err
     assert "anim.gif: has 3 frames (animated or multi-page)" in err
     assert "1 face(s) smaller than 60 px left as they are" in err
-    assert np.array_equal(load_photo(str(big / "small.png")).native, load_photo(str(tmp_path / "o" / "small.png")).native)
+    assert np.array_equal(load_photo(str(big / "small.png")).native,
+                          load_photo(str(tmp_path / "o" / "small.png")).native)
 
 
 def test_encode_decode_round_trip():

@@ -17,7 +17,8 @@ def test_train_step_benchmark_prints_its_figures():
                           "--steps", "1", "--warmup", "0", "--devices", "cpu"],
                          capture_output=True, text=True, timeout=300, check=True).stdout
     assert re.search(r"dominant convolution alone: fp32 \d+ GFLOP/s, bf16 \d+ GFLOP/s", out)
-    steps = re.findall(r"cpu \(CPU\) (fp32|bf16)\s*: ([\d.]+) s/step .* ([\d.]+) img/s, (\d+) GFLOP/step, (\d+) GFLOP/s", out)
+    steps = re.findall(r"cpu \(CPU\) (fp32|bf16)\s*: ([\d.]+) s/step .* ([\d.]+) img/s, "
+                       r"(\d+) GFLOP/step, (\d+) GFLOP/s", out)
     assert [s[0] for s in steps] == ["fp32", "bf16"], out
     for _, sec, img_s, gflop, gflops in steps:
         assert float(sec) > 0 and abs(float(img_s) - 2 / float(sec)) < 0.02 * float(img_s) + 0.01
@@ -42,10 +43,10 @@ def test_detector_benchmark_prints_its_figures():
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "detectors.py"), "--detectors", "hog", "yunet",
                           "--no-lfw", "--repeat", "1"], capture_output=True, text=True, timeout=600, check=True).stdout
     assert re.search(r"^\d+ photos, \d+ faces: original 3, small 15, tilted 18", out, re.M), out
-    rows = {m[0]: m for m in re.findall(r"^(hog|yunet@0\.5)\s+.*?(\d+)/(\d+)\s+(\d+)/(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$",
-                                          out, re.M)}
+    rows = {m[0]: m for m in re.findall(r"^(hog|yunet@0\.5)\s+.*?(\d+)/(\d+)\s+(\d+)/(\d+)"
+                                          r"\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$", out, re.M)}
     assert set(rows) == {"hog", "yunet@0.5"}, out
-    for name, *nums in rows.values():
+    for _name, *nums in rows.values():
         found, total, big, big_total, fp_faces, fp_none, ms_photo, ms_720p = map(int, nums)
         assert total == 72 and 0 <= found <= total and 0 <= big <= big_total and int(ms_720p) > 0
     assert int(rows["yunet@0.5"][1]) > int(rows["hog"][1])  # recall: YuNet finds more real faces than HOG

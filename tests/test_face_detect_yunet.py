@@ -101,7 +101,8 @@ def test_detector_choice_on_the_command_line():
         parse(base + ["--detector", "centerface"])
     assert isinstance(make_detector("yunet"), YuNetDetector)
     hog = make_detector("hog", upsample=1, min_face=20, max_side=800)
-    assert isinstance(hog, DlibDetector) and (hog.model, hog.upsample, hog.min_face, hog.max_side) == ("hog", 1, 20, 800)
+    assert isinstance(hog, DlibDetector)
+    assert (hog.model, hog.upsample, hog.min_face, hog.max_side) == ("hog", 1, 20, 800)
     assert make_detector("cnn").name == "dlib-cnn"
     with pytest.raises(ValueError, match="yunet, hog, cnn"):
         make_detector("mtcnn")

@@ -26,7 +26,8 @@ def test_identical_images_give_ssim_one_and_capped_psnr():
 
 
 def test_ssim_agrees_with_scikit_image():
-    a, b = smooth_image(0), smooth_image(0) + 0.1 * torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    noise = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    a, b = smooth_image(0), smooth_image(0) + 0.1 * noise
     b = b.clamp(-1, 1)
     ref = structural_similarity(((a[0] + 1) / 2).permute(1, 2, 0).double().numpy(),
                                 ((b[0] + 1) / 2).permute(1, 2, 0).double().numpy(), channel_axis=2,

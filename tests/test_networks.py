@@ -32,7 +32,8 @@ def paper_nets():
 def test_state_dict_matches_published_checkpoints(paper_nets, net):
     ref = reference_shapes()[net]
     ours = {k: tuple(v.shape) for k, v in getattr(paper_nets, net).state_dict().items()}
-    assert sorted(ours) == sorted(ref), f"{net}: names differ: extra {set(ours) - set(ref)}, missing {set(ref) - set(ours)}"
+    assert sorted(ours) == sorted(ref), \
+        f"{net}: names differ: extra {set(ours) - set(ref)}, missing {set(ref) - set(ours)}"
     assert ours == ref
 
 

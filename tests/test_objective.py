@@ -71,7 +71,8 @@ def test_one_step_equals_the_spec_written_out(monkeypatch):
         wM, wR, wWR = L["lambda_GAN_M"], L["lambda_GAN_recon"], L["lambda_GAN_WR"]
         fake = (wM * mse_to(D0(torch.cat([M, M2]), "M"), 0) + wR * mse_to(D0(R, "R"), 0)
                 + wWR * mse_to(D0(torch.cat([WR1, WR2]), "WR"), 0)) / (wM + wR + wWR)
-        real = (wM * mse_to(D0(I, "M"), 1) + wR * mse_to(D0(I, "R"), 1) + wWR * mse_to(D0(I, "WR"), 1)) / (wM + wR + wWR)
+        real = ((wM * mse_to(D0(I, "M"), 1) + wR * mse_to(D0(I, "R"), 1) + wWR * mse_to(D0(I, "WR"), 1))
+                / (wM + wR + wWR))
         expected_D = d_fr + L["lambda_GAN"] * 0.5 * (fake + real)
         assert logs["D"].item() == pytest.approx(expected_D.item(), rel=1e-4)
         assert logs["D_FR_real"].item() == pytest.approx(ceI.item(), rel=1e-4)
@@ -165,7 +166,7 @@ def test_longer_passwords_train(length):
     obj = Objective(cfg, Networks(cfg), "cpu")
     logs = obj.step(tiny_batch())
     assert all(torch.isfinite(v) for v in logs.values())
-    assert obj.nets.Q.classifiers.fc_list["fc_%d" % (length // 4 - 1)].out_features == 16
+    assert obj.nets.Q.classifiers.fc_list[f"fc_{length // 4 - 1}"].out_features == 16
 
 
 def test_bf16_autocast_step_runs_and_returns_tensors():

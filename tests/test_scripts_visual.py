@@ -210,8 +210,8 @@ def test_a_checkpoint_in_the_authors_format_takes_its_generator_settings_from_th
     orig_dir = run.base / "authors_run"
     orig_dir.mkdir()
     path = str(orig_dir / "checkpoint_0000.pth.tar")
-    save_checkpoint({"epoch": 0, "iter": 2, **{k: ckpt[k] for k in ckpt if k.startswith(("state_dict_", "optimizer_"))}},
-                    path)
+    kept = {k: ckpt[k] for k in ckpt if k.startswith(("state_dict_", "optimizer_"))}
+    save_checkpoint({"epoch": 0, "iter": 2, **kept}, path)
     root = str(run.base / "fmt_authors")
     assert save_visual.main([run.config, "--ckpt_name", path, "--out", root, "--device", "cpu", "--seed", "5"]) == 0
     out = os.path.join(root, "authors_run_checkpoint_0000_synthetic")

@@ -105,7 +105,7 @@ def test_mouth_landmarks_are_the_ends_of_the_lip_line():
             a, b = pts[3] - 0.5, pts[4] - 0.5
             d = (b - a) / np.linalg.norm(b - a)
 
-            def at(p):
+            def at(p, lum=lum):
                 return lum[int(round(p[1])), int(round(p[0]))]
             # just inside each corner is the dark line between the lips; just outside it, skin
             results += [at(a - 2.5 * d) - at(a + 1.5 * d), at(b + 2.5 * d) - at(b - 1.5 * d)]

@@ -47,7 +47,8 @@ def test_unknown_keys_name_the_key_and_the_nearest(tmp_path):
     y.write_text("lamda_L1: 3\n")
     with pytest.raises(ConfigError, match=r"c.yaml: unknown config key 'lamda_L1' \(did you mean 'lambda_L1'\?\)"):
         make_config(str(y))
-    with pytest.raises(ConfigError, match=r"command line: unknown config key 'batchsize' \(did you mean 'batch_size'\?\)"):
+    with pytest.raises(ConfigError,
+                       match=r"command line: unknown config key 'batchsize' \(did you mean 'batch_size'\?\)"):
         make_config(None, ["--batchsize", "3"])
 
 
@@ -61,7 +62,8 @@ def test_values_of_the_wrong_type_are_errors(tmp_path, text, key):
         make_config(str(y))
 
 
-@pytest.mark.parametrize("amx, avx512_bf16, expected", [(False, False, False), (True, False, True), (False, True, True)])
+@pytest.mark.parametrize("amx, avx512_bf16, expected",
+                         [(False, False, False), (True, False, True), (False, True, True)])
 def test_amp_auto_uses_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, amx, avx512_bf16, expected):
     # On an AVX2-only CPU bf16 convolutions are emulated, many times slower than fp32.
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
@@ -77,7 +79,8 @@ def test_amp_auto_uses_bf16_only_where_the_cpu_computes_it_natively(monkeypatch,
 
 def test_paper_configs_hold_the_papers_values():
     main = make_config(os.path.join(ROOT, "config", "main.yaml"))
-    assert (main.passwd_length, main.use_minus_one, main.img_size, main.batch_size, main.epochs) == (16, "half", 128, 48, 30)
+    assert (main.passwd_length, main.use_minus_one, main.img_size, main.batch_size, main.epochs) == \
+        (16, "half", 128, 48, 30)
     assert (main.lr, main.FR_lr, main.beta1, main.pool_size, main.gan_mode) == (1e-4, 1e-5, 0.5, 500, "lsgan")
     assert (main.lambda_G_recon, main.lambda_L1, main.lambda_rand_recon_L1, main.lambda_Feat) == (100, 10, 10, 2)
     other = make_config(os.path.join(ROOT, "config", "one_fourth_D_lr_half.yaml"))
@@ -184,7 +187,8 @@ def test_bad_device_is_a_one_line_error(tmp_path, capsys):
 def test_architecture_mismatch_names_the_keys(data_root, tmp_path):
     training.trainer.train(tiny(data_root, tmp_path / "ck", max_iters=1))
     latest = str(tmp_path / "ck" / "smoke" / "checkpoint_latest.pth.tar")
-    with pytest.raises(CheckpointError, match=r"state_dict_G.*model\.1\.weight: checkpoint \(8, 19, 7, 7\) vs model \(16, 19, 7, 7\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"state_dict_G.*model\.1\.weight: checkpoint \(8, 19, 7, 7\) vs model \(16, 19, 7, 7\)"):
         training.trainer.train(tiny(data_root, tmp_path / "ck", ngf=16, resume=latest))
 
 

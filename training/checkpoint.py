@@ -69,7 +69,8 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError) as e:
-        raise CheckpointError(f"{path}: not a checkpoint, or a damaged one ({type(e).__name__}: {str(e)[:200]})") from None
+        raise CheckpointError(f"{path}: not a checkpoint, or a damaged one "
+                              f"({type(e).__name__}: {str(e)[:200]})") from None
     except Exception as e:  # pickle.UnpicklingError for disallowed objects
         raise CheckpointError(f"{path}: {_refusal(e)}") from None
     if not isinstance(ckpt, dict):
@@ -118,7 +119,8 @@ def load_state_strict(module: torch.nn.Module, state: dict, what: str, path: str
 
 def _short(items: list, n: int = 6) -> str:
     shown = ", ".join(items[:n])
-    return f"[{shown}{', ... (%d more)' % (len(items) - n) if len(items) > n else ''}]"
+    more = f", ... ({len(items) - n} more)" if len(items) > n else ""
+    return f"[{shown}{more}]"
 
 
 def fingerprint(state_dict: dict) -> str:

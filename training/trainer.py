@@ -248,7 +248,8 @@ class Trainer:
         sync = distributed.average_gradients if self.dist.world_size > 1 else None
         self.objective = Objective(cfg, self.nets, self.device, seed=cfg.seed * 1000 + self.dist.rank, grad_sync=sync)
         self.log(f"FR classes: {num_classes}; parameters: " + ", ".join(
-            f"{n} {sum(p.numel() for p in getattr(self.nets, n).parameters()) / 1e6:.2f}M" for n in ("G", "D", "Q", "FR")))
+            f"{n} {sum(p.numel() for p in getattr(self.nets, n).parameters()) / 1e6:.2f}M"
+            for n in ("G", "D", "Q", "FR")))
 
         self.epoch, self.iter_in_epoch, self.global_iter = 0, 0, 0
         if cfg.resume:
@@ -279,7 +280,8 @@ class Trainer:
               "config": dict(self.cfg), "mean_landmarks": self.mean_landmarks,
               "objective": self.objective.state_dict(),
               "rng": {"torch": torch.get_rng_state(),
-                      "cuda": torch.stack(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else torch.empty(0)}}
+                      "cuda": (torch.stack(torch.cuda.get_rng_state_all()) if torch.cuda.is_available()
+                               else torch.empty(0))}}
         for n in ("G", "D", "Q", "FR"):
             st["state_dict_" + n] = getattr(self.nets, n).state_dict()
         st["inference_stats_G"] = inference_stats(self.nets.G)
@@ -362,8 +364,9 @@ class Trainer:
         from results.visualizer import Visualizer
 
         losses = os.path.join(self.run_dir, "losses.jsonl")
-        self.sites = {"train": ResultsSite(os.path.join(self.run_dir, "web"), f"{self.cfg.name}: training batches", losses),
-                      "val": ResultsSite(os.path.join(self.run_dir, "test_web"), f"{self.cfg.name}: validation", losses)}
+        self.sites = {
+            "train": ResultsSite(os.path.join(self.run_dir, "web"), f"{self.cfg.name}: training batches", losses),
+            "val": ResultsSite(os.path.join(self.run_dir, "test_web"), f"{self.cfg.name}: validation", losses)}
         self.vis = Visualizer.from_config(self.cfg, self.run_dir, log=lambda m: self.log(m))
 
     def training_images(self, batch: dict, n: int = 4) -> dict:
@@ -471,7 +474,8 @@ class Trainer:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
         if self.stop_requested:
-            self.log(f"stopped by Ctrl-C; continue with --resume {os.path.join(self.run_dir, 'checkpoint_latest.pth.tar')}")
+            latest = os.path.join(self.run_dir, "checkpoint_latest.pth.tar")
+            self.log(f"stopped by Ctrl-C; continue with --resume {latest}")
             self.close()
             raise KeyboardInterrupt  # the checkpoint is saved; the caller still learns of the interruption
         result = self.final_evaluation()

@@ -48,7 +48,20 @@ def test_ci_runs_the_readme_blocks_and_the_slow_tests():
     assert "PIP_NO_CACHE_DIR=1" in ci  # a cached visdom wheel would hide a broken build
     assert "--upgrade pip" in ci  # once with the newest pip
     assert "-m slow" in ci
-    assert "pip install" not in ci.replace("python -m pip install -q --upgrade pip", "")  # no private install
+    allowed = ("python -m pip install -q --upgrade pip", "pip install -r requirements-dev.txt")
+    for line in allowed:
+        ci = ci.replace(line, "")
+    assert "pip install" not in ci  # no private install
+
+
+def test_ci_runs_ruff_after_the_tests_with_the_pinned_version():
+    ci = read(".ci/run")
+    assert "ruff check ." in ci
+    assert ci.index("-m slow") < ci.index("pip install -r requirements-dev.txt") < ci.index("ruff check .")
+    pins = [line.strip() for line in read("requirements-dev.txt").splitlines()
+            if line.strip() and not line.startswith("#")]
+    assert any(re.fullmatch(r"ruff==\d+\.\d+\.\d+", pin) for pin in pins), pins
+    assert "[tool.ruff]" in read("pyproject.toml")
 
 
 def test_requirements_keep_pkg_resources_for_face_recognition_models():

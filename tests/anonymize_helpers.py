@@ -90,12 +90,3 @@ def make_face_video(path: str, n: int = 24, fps: int = 12, size=(480, 320), audi
 
     return write_video_with_tone(path, (frame(i) for i in range(n)), fps, acodec="aac" if audio else None,
                                  rotation=90 if rotated else None)
-
-
-def one_thread():
-    """Generator fixture body: one intra-op thread. The test generators are tiny, and on a shared
-    2-core machine OpenMP's second thread mostly waits for a core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

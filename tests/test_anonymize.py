@@ -15,7 +15,6 @@ from protect.protector import ApproximateRecoveryWarning, FacePasswords, FacePro
 from protect.record import Record, RecordError
 from tests.anonymize_helpers import (
     astronaut_head,
-    one_thread,
     save_original_checkpoint,
     save_small_checkpoint,
     synthetic_face,
@@ -23,12 +22,7 @@ from tests.anonymize_helpers import (
 )
 from training.checkpoint import CASIA_MEAN_LANDMARKS, InferenceModel
 
-_threads = pytest.fixture(autouse=True, scope="module")(one_thread)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return save_small_checkpoint(str(tmp_path_factory.mktemp("ck") / "small.pth"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

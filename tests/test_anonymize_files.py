@@ -12,21 +12,10 @@ from PIL import Image
 import anonymize
 from protect.photo_io import decode_photo, encode_photo, load_photo
 from protect.record import PNG_KEY, Record
-from tests.anonymize_helpers import astronaut_head, one_thread, save_small_checkpoint, synthetic_face
+from tests.anonymize_helpers import astronaut_head, save_small_checkpoint, synthetic_face
 from tests.file_helpers import tree_digest
 
-_threads = pytest.fixture(autouse=True, scope="module")(one_thread)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return save_small_checkpoint(str(tmp_path_factory.mktemp("ck") / "small.pth"))
-
-
-@pytest.fixture(autouse=True)
-def password(monkeypatch):
-    monkeypatch.setenv("FIT_PW", "tall ship and a star")
-    monkeypatch.setenv("FIT_WRONG", "something else")
+pytestmark = pytest.mark.usefixtures("one_thread", "password")
 
 
 def cli(*args, ckpt) -> int:

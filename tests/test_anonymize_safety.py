@@ -19,24 +19,14 @@ from skimage import data
 import anonymize
 from protect.photo_io import load_photo
 from protect.record import PNG_KEY, Record
-from tests.anonymize_helpers import astronaut_head, make_face_video, one_thread, save_small_checkpoint
+from tests.anonymize_helpers import astronaut_head, make_face_video
 from tests.file_helpers import tree_digest
 
-_threads = pytest.fixture(autouse=True, scope="module")(one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread", "password")
 
 SECRET = "SecretCam-4711"  # written into every metadata block of the test files
 SECRETS = (SECRET.encode(), b"48.8577", b"Exif\x00\x00", b"EXIF", b"eXIf", b"http://ns.adobe.com/xap/1.0/",
            b"Photoshop 3.0", b"2021-05-01", b"2021:05:01")
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return save_small_checkpoint(str(tmp_path_factory.mktemp("ck") / "small.pth"))
-
-
-@pytest.fixture(autouse=True)
-def password(monkeypatch):
-    monkeypatch.setenv("FIT_PW", "tall ship and a star")
 
 
 def cli(*args, ckpt) -> int:

@@ -15,9 +15,9 @@ from protect.record import RecordError, read_sidecar
 from protect.track import build_tracks
 from protect.video import VideoOptions, protect_video
 from protect.video_io import VideoReader
-from tests.anonymize_helpers import make_face_video, one_thread, save_small_checkpoint
+from tests.anonymize_helpers import make_face_video
 
-_threads = pytest.fixture(autouse=True, scope="module")(one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 QUIET = VideoOptions(progress=False, detect_every=1)
 
 
@@ -56,11 +56,6 @@ def test_tracks_smooth_landmark_jitter():
     raw = build_tracks(dets, 40, max_gap=2, hold=0, smooth=1)[0]
     smooth = build_tracks(dets, 40, max_gap=2, hold=0, smooth=5)[0]
     assert smooth.points.std(0).mean() < 0.6 * raw.points.std(0).mean()
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return save_small_checkpoint(str(tmp_path_factory.mktemp("ck") / "small.pth"))
 
 
 @pytest.fixture(scope="module")

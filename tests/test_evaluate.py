@@ -25,8 +25,10 @@ from models import Networks
 from models.passwords import complement
 from results.inference_pages import Runner
 from tests.browser import Chromium, require_chromium, serve_directory
-from tests.views_helpers import ROOT, local_file, one_thread, parse_page, tiny_config  # noqa: F401
+from tests.views_helpers import ROOT, local_file, parse_page, tiny_config
 from training.checkpoint import FORMAT, InferenceModel, save_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 N_IMAGES = 4
 

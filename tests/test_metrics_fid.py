@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from metrics import fid
-from tests.views_helpers import one_thread  # noqa: F401
 from training.checkpoint import CheckpointError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_frechet_distance_of_gaussians():

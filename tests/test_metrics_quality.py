@@ -8,8 +8,9 @@ from skimage.metrics import structural_similarity
 
 from metrics import baselines as bl
 from metrics import quality
-from tests.views_helpers import one_thread  # noqa: F401
 from utils.images import from_uint8, to_uint8
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def smooth_image(seed=0, size=64):

@@ -8,8 +8,9 @@ import torch
 from skimage import data
 
 from metrics import recognisers as rc
-from tests.views_helpers import one_thread  # noqa: F401
 from utils.images import from_uint8
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def as_input(image: np.ndarray, points: np.ndarray):

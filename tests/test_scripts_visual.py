@@ -27,10 +27,12 @@ from models.passwords import Password, complement, password_from_text
 from results import inference_pages as ip
 from tests.browser import Chromium, artifact_path, require_chromium, serve_directory
 from tests.file_helpers import tree_digest
-from tests.views_helpers import ROOT, TEST_SPLIT_SIZE, local_file, one_thread, parse_page, tiny_config  # noqa: F401
+from tests.views_helpers import ROOT, TEST_SPLIT_SIZE, local_file, parse_page, tiny_config
 from training.checkpoint import InferenceModel, load_checkpoint, save_checkpoint
 from training.heldout import ViewPasswords, views
 from utils.images import to_uint8
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 STRIP_W = 5 * 64 + 4 * ip.STRIP_GAP
 

@@ -20,9 +20,11 @@ from results.loss_plot import read_losses
 from results.visualizer import Visualizer
 from tests.browser import Chromium, artifact_path, require_chromium, serve_directory
 from tests.test_visualizer import free_port, saved_windows, start_server, stop, traces
-from tests.views_helpers import local_file, one_thread, parse_page  # noqa: F401
+from tests.views_helpers import local_file, parse_page
 from tests.views_helpers import tiny_config as _tiny
 from training.heldout import VIEW_COLUMNS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ITERS, HTML_FREQ = 3, 2  # pages at iterations 2 and 3 (the last one always gets a page)
 ENV = "views_test"

@@ -7,9 +7,6 @@ import os
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
-import pytest
-import torch
-
 from utils.config import Config, make_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,14 +75,3 @@ def local_file(page: str, src: str) -> str:
     target = os.path.normpath(os.path.join(os.path.dirname(page), parts.path))
     assert target.startswith(os.path.dirname(page) + os.sep), f"{src} leaves the site folder"
     return target
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tests on a shared 2-core machine: with other processes busy, OpenMP's threads wait on each
-    other and a tiny generator call takes 5-10x longer (measured here); one thread is fast and steady.
-    Subprocesses get OMP_NUM_THREADS=1 from the tests that start them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

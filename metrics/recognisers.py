@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.alignment import alignment_grid, warp_to_crop
-from protect.face_detect import _model_path, _predictor68
+from protect.face_detect import dlib_model_path, predictor68
 from training.checkpoint import CheckpointError, load_checkpoint, load_state_strict
 from utils.fileio import atomic_torch_save
 from utils.images import to_uint8
@@ -79,7 +79,7 @@ def _dlib_net():
     global _DLIB_NET
     if _DLIB_NET is None:
         import dlib
-        _DLIB_NET = dlib.face_recognition_model_v1(_model_path("dlib_face_recognition_resnet_model_v1.dat"))
+        _DLIB_NET = dlib.face_recognition_model_v1(dlib_model_path("dlib_face_recognition_resnet_model_v1.dat"))
     return _DLIB_NET
 
 
@@ -91,7 +91,7 @@ class DlibRecogniser(Recogniser):
 
     def __init__(self, threshold: float = DLIB_THRESHOLD, source: str = "dlib's published threshold"):
         self.threshold, self.threshold_source = threshold, source
-        _dlib_net(), _predictor68()  # a missing model fails now, not on the first image
+        _dlib_net(), predictor68()  # a missing model fails now, not on the first image
 
     def chips(self, images: torch.Tensor, landmarks: torch.Tensor) -> list[np.ndarray]:
         import dlib
@@ -100,7 +100,7 @@ class DlibRecogniser(Recogniser):
         for img, lm in zip(to_uint8(images), landmarks):
             l, t, r, b = face_box(lm, size)
             rect = dlib.rectangle(round(l), round(t), round(r) - 1, round(b) - 1)
-            shape = _predictor68()(np.ascontiguousarray(img), rect)
+            shape = predictor68()(np.ascontiguousarray(img), rect)
             out.append(dlib.get_face_chip(np.ascontiguousarray(img), shape, size=150, padding=0.25))
         return out
 

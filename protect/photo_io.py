@@ -33,7 +33,7 @@ from protect.record import PNG_KEY, Record
 
 __all__ = ["PhotoError", "Photo", "load_photo", "decode_photo", "encode_photo", "output_extension",
            "jpeg_without_metadata", "IMAGE_EXTENSIONS", "LOSSY_EXTENSIONS", "WRITABLE_EXTENSIONS",
-           "DEFAULT_MAX_PIXELS"]
+           "DEFAULT_MAX_PIXELS", "png_with_text"]
 
 DEFAULT_MAX_PIXELS = 100_000_000
 LOSSY_EXTENSIONS = {".jpg", ".jpeg"}
@@ -209,11 +209,11 @@ def encode_photo(native: np.ndarray, ext: str, *, icc: bytes | None = None, reco
         from protect.protector import native_info
         record.output = native_info(decoded)
         if fmt == "PNG":
-            data = _png_with_text(data, PNG_KEY, record.to_json())
+            data = png_with_text(data, PNG_KEY, record.to_json())
     return data, decoded, notes
 
 
-def _png_with_text(png: bytes, key: str, text: str) -> bytes:
+def png_with_text(png: bytes, key: str, text: str) -> bytes:
     """Insert a compressed iTXt chunk before the first IDAT chunk of a PNG file."""
     body = key.encode("latin-1") + b"\0" + b"\1\0" + b"\0" + b"\0" + zlib.compress(text.encode("utf-8"), 9)
     chunk = struct.pack(">I", len(body)) + b"iTXt" + body + struct.pack(">I", zlib.crc32(b"iTXt" + body))

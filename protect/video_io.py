@@ -44,7 +44,8 @@ import numpy as np
 from utils.fileio import atomic_open
 
 __all__ = ["VideoError", "TruncatedVideoWarning", "AudioInfo", "VideoInfo", "Frame", "FrameBatch",
-           "VideoReader", "VideoWriter", "VIDEO_EXTENSIONS"]
+           "VideoReader", "VideoWriter", "VIDEO_EXTENSIONS", "Orientation", "orientation", "orient",
+           "inverse_orientation", "matrix_from_rotate_tag"]
 
 VIDEO_EXTENSIONS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
 
@@ -62,7 +63,7 @@ class TruncatedVideoWarning(UserWarning):
 Orientation = tuple[int, int, int, int]  # (a, b, c, d) of FFmpeg's matrix, each -1, 0 or 1
 
 
-def _orientation(matrix: tuple[int, ...] | None) -> Orientation | None:
+def orientation(matrix: tuple[int, ...] | None) -> Orientation | None:
     """Signs (a, b, c, d) of a display matrix that rotates by a multiple of 90 degrees and/or
     mirrors, (1, 0, 0, 1) for no matrix, None for any other transform.
 
@@ -87,7 +88,7 @@ def _orientation(matrix: tuple[int, ...] | None) -> Orientation | None:
     return (a, b, c, d)
 
 
-def _orient(image: np.ndarray, o: Orientation) -> np.ndarray:
+def orient(image: np.ndarray, o: Orientation) -> np.ndarray:
     """Apply orientation ``o`` to a stored HxWxC image, giving the displayed image."""
     a, b, c, d = o
     if b == 0:  # p' = a p, q' = d q: flips only
@@ -101,12 +102,12 @@ def _orient(image: np.ndarray, o: Orientation) -> np.ndarray:
     return out
 
 
-def _inverse(o: Orientation) -> Orientation:
+def inverse_orientation(o: Orientation) -> Orientation:
     a, b, c, d = o
     return (a, c, b, d)  # orthogonal: the inverse is the transpose
 
 
-def _matrix_from_rotate_tag(degrees_cw: float) -> tuple[int, ...]:
+def matrix_from_rotate_tag(degrees_cw: float) -> tuple[int, ...]:
     """The display matrix of the legacy ``rotate`` tag (clockwise degrees), as FFmpeg builds it."""
     r = math.radians(degrees_cw)
     cs, sn = round(math.cos(r) * 65536), round(math.sin(r) * 65536)
@@ -258,8 +259,8 @@ class VideoReader:
         elif "rotate" in s.metadata:
             with contextlib.suppress(ValueError):
                 deg = float(s.metadata["rotate"])
-                matrix = _matrix_from_rotate_tag(deg) if deg % 360 else None
-        o = _orientation(matrix)
+                matrix = matrix_from_rotate_tag(deg) if deg % 360 else None
+        o = orientation(matrix)
         if o is None:
             warnings.warn(f"{self.path}: display matrix {matrix} is not a multiple of 90 degrees; frames are "
                           f"returned as stored and the matrix is copied to outputs", stacklevel=3)
@@ -307,7 +308,7 @@ class VideoReader:
     def _to_frame(self, f: av.VideoFrame, index: int) -> Frame:
         rgb = f.to_ndarray(format="rgb24", src_color_range=f.color_range or None)
         if self._orient is not None:
-            rgb = np.ascontiguousarray(_orient(rgb, self._orient))
+            rgb = np.ascontiguousarray(orient(rgb, self._orient))
         pts = f.pts
         if pts is None:  # raw streams without timestamps: evenly spaced
             pts = round(index / self.info.fps / self.info.time_base)
@@ -413,7 +414,7 @@ class VideoWriter:
         self._last_pts: int | None = None
         self._orient = None
         if like.upright and like.display_matrix is not None:
-            self._orient = _inverse(_orientation(like.display_matrix))
+            self._orient = inverse_orientation(orientation(like.display_matrix))
         self._stack = contextlib.ExitStack()
         self._audio_in = None
         try:
@@ -505,7 +506,7 @@ class VideoWriter:
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1  # encoders need strictly increasing timestamps
         self._last_pts = pts
-        coded = _orient(image, self._orient) if self._orient is not None else image
+        coded = orient(image, self._orient) if self._orient is not None else image
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(coded), format="rgb24")
         frame = frame.reformat(format=self._vstream.pix_fmt, dst_colorspace=self._sws_colorspace,
                                dst_color_range=self._range)

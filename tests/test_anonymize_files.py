@@ -135,8 +135,8 @@ def test_record_mismatch_and_missing_record(ckpt, tmp_path, capsys):
     edited = photo.native.copy()
     edited[5, 5] ^= 8
     data, _, _ = encode_photo(edited, ".png")
-    from protect.photo_io import _png_with_text
-    (tmp_path / "edited.png").write_bytes(_png_with_text(data, PNG_KEY, photo.record.to_json()))
+    from protect.photo_io import png_with_text
+    (tmp_path / "edited.png").write_bytes(png_with_text(data, PNG_KEY, photo.record.to_json()))
     assert cli(tmp_path / "edited.png", "-o", tmp_path / "r1.png", "--recover", "--password-env", "FIT_PW",
                ckpt=ckpt) == 1
     assert "does not match this image" in capsys.readouterr().err

@@ -11,10 +11,10 @@ from protect.video_io import (
     VideoError,
     VideoReader,
     VideoWriter,
-    _inverse,
-    _matrix_from_rotate_tag,
-    _orient,
-    _orientation,
+    inverse_orientation,
+    matrix_from_rotate_tag,
+    orient,
+    orientation,
     write_video_with_tone,
 )
 from tests.video_helpers import process_video
@@ -141,11 +141,11 @@ def test_orientations_invert_and_legacy_rotate_tag():
     img = np.arange(2 * 3 * 1).reshape(2, 3, 1)
     for o in [(1, 0, 0, 1), (-1, 0, 0, 1), (1, 0, 0, -1), (-1, 0, 0, -1),
               (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, -1, 0), (0, -1, -1, 0)]:
-        assert np.array_equal(_orient(_orient(img, o), _inverse(o)), img)
+        assert np.array_equal(orient(orient(img, o), inverse_orientation(o)), img)
     # the old `rotate` tag is clockwise degrees: 90 means turn the stored frame clockwise
-    assert np.array_equal(_orient(img, _orientation(_matrix_from_rotate_tag(90))), np.rot90(img, -1))
-    assert np.array_equal(_orient(img, _orientation(_matrix_from_rotate_tag(180))), np.rot90(img, 2))
-    assert _orientation((65536, 0, 0, 30000, 65536, 0, 0, 0, 1 << 30)) is None  # shear: not a 90-degree turn
+    assert np.array_equal(orient(img, orientation(matrix_from_rotate_tag(90))), np.rot90(img, -1))
+    assert np.array_equal(orient(img, orientation(matrix_from_rotate_tag(180))), np.rot90(img, 2))
+    assert orientation((65536, 0, 0, 30000, 65536, 0, 0, 0, 1 << 30)) is None  # shear: not a 90-degree turn
 
 
 def test_batches_with_progress(mp4, capsys):

@@ -36,7 +36,7 @@ import torch
 from models.passwords import Password, password_from_text
 from protect.face_detect import DetectedFace, FaceDetector
 from protect.frame import BLENDS, blend_kind, blend_mask, crop_points, cut_crops, face_transform, paste_faces, work_rgb
-from protect.record import Record, RecordError, check_face_count, pixel_sha256
+from protect.record import Record, RecordError, check_recovery, pixel_sha256
 from training.checkpoint import CASIA_MEAN_LANDMARKS, InferenceModel
 
 __all__ = ["FaceProtector", "FacePasswords", "Outcome", "ApproximateRecoveryWarning", "RecordError"]
@@ -214,6 +214,14 @@ class FaceProtector:
         sizes = [float(v) for v in sizes if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0]
         return min(sizes) if sizes else 32.0
 
+    def for_recovery(self, record: Record, kind: str, *, digest: str, scope: str, width: int, height: int,
+                     src: str | None = None) -> FaceProtector:
+        """Check ``record`` against the input to recover (``check_recovery``), then return this protector
+        with the record's framing: the one path by which photos and videos accept a record."""
+        check_recovery(record, kind, model=self.model, digest=digest, scope=scope, width=width, height=height,
+                       min_face=self.record_min_face(record), src=src)
+        return self.use_record_framing(record)
+
     def use_record_framing(self, record: Record) -> FaceProtector:
         """This protector with the record's framing and blend mask (recovery blends where anonymization
         did), or self when they are the same."""
@@ -265,20 +273,8 @@ class FaceProtector:
         passwords = as_face_passwords(password, self.passwd_length)
         fp, too_small, approximate = self, 0, False
         if recover and record is not None:
-            if record.kind != "image":
-                raise RecordError("this record belongs to a video, not a photo")
-            check_face_count(len(record.faces), native.shape[1], native.shape[0], self.record_min_face(record))
-            record.check_model(self.model)
-            out = record.output
-            if out.get("sha256") != pixel_sha256(native):
-                raise RecordError(f"the record does not match this image (made for a "
-                                  f"{out.get('width')}x{out.get('height')} image with other pixels): it was "
-                                  f"edited or re-encoded, or the record belongs to another file")
-            if record.passwords != passwords.scope:
-                how = "--per-face / FacePasswords.per_face" if record.passwords == "per-face" else "one password"
-                raise ValueError(f"this image was anonymized with {record.passwords} passwords; recover it the "
-                                 f"same way ({how})")
-            fp = self.use_record_framing(record)
+            fp = self.for_recovery(record, "image", digest=pixel_sha256(native), scope=passwords.scope,
+                                   width=native.shape[1], height=native.shape[0])
             keys = [f["key"] for f in record.faces]
             transforms = [np.asarray(f["transform"], np.float64).reshape(2, 3) for f in record.faces]
         else:

@@ -198,6 +198,38 @@ def active_tracks(tracks: list) -> int:
     return most
 
 
+def check_recovery(record: Record, kind: str, *, model, digest: str, scope: str, width: int, height: int,
+                   min_face: float, src: str | None = None) -> None:
+    """Refuse to recover a photo (``kind`` "image") or a video with a record that was not made for it.
+
+    The one place that checks, in this order: the record's kind, how many faces it lists (before any
+    work on them), the generator (``model``), the input's ``digest`` (a photo's pixels, a video
+    file's bytes) and the password ``scope``. ``src`` names the video in the messages."""
+    video = kind == "video"
+    at = f"{src}: " if src else ""
+    if record.kind != kind:
+        raise RecordError(f"{at}the record belongs to a photo, not a video" if video
+                          else f"{at}this record belongs to a video, not a photo")
+    faces = active_tracks(record.tracks) if video else len(record.faces)
+    check_face_count(faces, width, height, min_face, f"{at}record (faces in one frame)" if video else f"{at}record")
+    record.check_model(model, f"{at}record")
+    if record.output.get("sha256") != digest:
+        if video:
+            raise RecordError(f"{at}the record does not match this file (it was re-encoded, edited, or the record "
+                              f"belongs to another video)")
+        raise RecordError(f"{at}the record does not match this image (made for a {record.output.get('width')}x"
+                          f"{record.output.get('height')} image with other pixels): it was edited or re-encoded, "
+                          f"or the record belongs to another file")
+    if record.passwords != scope:
+        if video:
+            how = "--per-face" if record.passwords == "per-face" else "without --per-face"
+            raise ValueError(f"{src or 'this video'} was anonymized with {record.passwords} passwords; recover it "
+                             f"the same way ({how})")
+        how = "--per-face / FacePasswords.per_face" if record.passwords == "per-face" else "one password"
+        raise ValueError(f"this image was anonymized with {record.passwords} passwords; recover it the same way "
+                         f"({how})")
+
+
 def read_sidecar(path: str) -> Record | None:
     """The sidecar record of ``path``, or None when there is none."""
     side = sidecar_path(path)

@@ -28,7 +28,7 @@ import torch
 
 from protect.frame import cut_crops, draw_face_boxes, paste_faces
 from protect.protector import ApproximateRecoveryWarning, FaceProtector, as_face_passwords
-from protect.record import Record, RecordError, active_tracks, check_face_count, file_sha256, sidecar_path
+from protect.record import Record, file_sha256, sidecar_path
 from protect.track import TrackPath, build_tracks
 from protect.video_io import VIDEO_EXTENSIONS, VideoError, VideoReader, VideoWriter
 from utils.fileio import atomic_open, atomic_write_text
@@ -197,20 +197,10 @@ def protect_video(fp: FaceProtector, src: str, dst: str, password, *, recover: b
     timings = dict.fromkeys(STAGES, 0.0)
     too_small, truncated, approximate = 0, False, False
     if recover and record is not None:
-        if record.kind != "video":
-            raise RecordError(f"{src}: the record belongs to a photo, not a video")
-        record.check_model(fp.model, f"{src}: record")
         with VideoReader(src) as r:
             width, height = r.info.width, r.info.height
-        check_face_count(active_tracks(record.tracks), width, height, fp.record_min_face(record),
-                         f"{src}: record (faces in one frame)")
-        if record.output.get("sha256") != file_sha256(src):
-            raise RecordError(f"{src}: the record does not match this file (it was re-encoded, edited, or the "
-                              f"record belongs to another video)")
-        if record.passwords != passwords.scope:
-            raise ValueError(f"{src} was anonymized with {record.passwords} passwords; recover it the same way"
-                             + (" (--per-face)" if record.passwords == "per-face" else " (without --per-face)"))
-        fp = fp.use_record_framing(record)
+        fp = fp.for_recovery(record, "video", digest=file_sha256(src), scope=passwords.scope, width=width,
+                             height=height, src=src)
         plan = [(t["key"], t["first_frame"], np.asarray(t["transforms"], np.float64).reshape(-1, 2, 3))
                 for t in record.tracks]
         n_tracks, n_frames = len(plan), int(record.output.get("frames", 0))

@@ -12,7 +12,7 @@ config/one_fourth_D_lr_half.yaml) with --data_root.
 import argparse
 import sys
 
-from results.inference_pages import N_PASSWORDS, diff_passwords, run_script, script_arguments
+from results.inference_pages import N_PASSWORDS, diff_passwords, run_script, script_arguments, script_inputs
 
 
 def main(argv=None) -> int:
@@ -26,8 +26,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     def go():
-        out = diff_passwords(args.config, args.resume, args.dataset, args.data_root, args.batch_size,
-                                  args.device, args.seed, args.password_file)
+        out = diff_passwords(script_inputs(args, args.config, args.resume), args.password_file)
         print(f"wrote {out}/index.html")
 
     return run_script(go)

@@ -16,7 +16,7 @@ config/one_fourth_D_lr_half.yaml) with --data_root, and --ckpt_name as a path to
 import argparse
 import sys
 
-from results.inference_pages import run_script, save_visual, script_arguments, user_password
+from results.inference_pages import run_script, save_visual, script_arguments, script_inputs, user_password
 
 
 def main(argv=None) -> int:
@@ -30,8 +30,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     def go():
-        out = save_visual(args.config, args.ckpt_name, args.dataset, args.inference_full, args.data_root,
-                          args.batch_size, args.device, args.seed, user_password(args), args.out)
+        out = save_visual(script_inputs(args, args.config, args.ckpt_name), full=args.inference_full,
+                          password=user_password(args), out_root=args.out)
         print(f"wrote {out}/index.html")
 
     return run_script(go)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from protect.frame import cut_crops, draw_face_boxes, paste_faces
-from protect.protector import ApproximateRecoveryWarning, FaceProtector, as_face_passwords
+from protect.protector import ApproximateRecoveryWarning, FacePasswords, FaceProtector, as_face_passwords
 from protect.record import Record, file_sha256, sidecar_path
 from protect.track import TrackPath, build_tracks
 from protect.video_io import VIDEO_EXTENSIONS, VideoError, VideoReader, VideoWriter
@@ -109,13 +109,34 @@ def find_tracks(fp: FaceProtector, src: str, opt: VideoOptions,
     return tracks, n_frames, too_small, truncated
 
 
-def render(fp: FaceProtector, src: str, dst: str, tracks: list[tuple[int, int, np.ndarray]], passwords,
-           inverse: bool, opt: VideoOptions, overwrite: bool, timings: dict,
-           preview: str | None = None) -> tuple[int, int]:
-    """Pass 2. tracks: (key, first_frame, transforms (F, 2, 3)). Returns (frames, crops). ``preview``:
-    also write the frames with a box around every processed face there (no audio)."""
+@dataclass(frozen=True)
+class VideoFiles:
+    """The files of pass 2: read ``src``, write ``dst`` and, with ``preview``, the frames with a box
+    around every processed face (no audio)."""
+
+    src: str
+    dst: str
+    preview: str | None = None
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class FacePlan:
+    """What pass 2 does to the faces: tracks are (key, first_frame, transforms (F, 2, 3)), each face
+    run through G with its key's password, or its complement when ``inverse`` (recovery)."""
+
+    tracks: list[tuple[int, int, np.ndarray]]
+    passwords: FacePasswords
+    inverse: bool = False
+
+
+def render(fp: FaceProtector, files: VideoFiles, plan: FacePlan, opt: VideoOptions,
+           timings: dict) -> tuple[int, int]:
+    """Pass 2. Returns (frames, crops)."""
+    src, dst, preview, overwrite = files.src, files.dst, files.preview, files.overwrite
+    passwords, inverse = plan.passwords, plan.inverse
     by_frame: dict[int, list[tuple[int, np.ndarray]]] = {}
-    for key, first, transforms in tracks:
+    for key, first, transforms in plan.tracks:
         for i, m in enumerate(transforms):
             by_frame.setdefault(first + i, []).append((key, m))
     crops_done = 0
@@ -215,7 +236,8 @@ def protect_video(fp: FaceProtector, src: str, dst: str, password, *, recover: b
                           ApproximateRecoveryWarning, stacklevel=2)
             approximate = True
     if plan:
-        frames, crops = render(fp, src, dst, plan, passwords, recover, opt, overwrite, timings, preview)
+        frames, crops = render(fp, VideoFiles(src, dst, preview, overwrite), FacePlan(plan, passwords, recover), opt,
+                               timings)
     else:  # no face: the packets are copied without the tags (its record, with no track, says so)
         remux_clean(src, dst, overwrite)
         if preview:

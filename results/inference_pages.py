@@ -301,30 +301,43 @@ class Setup:
     batch: int
 
 
-def prepare(config_path: str, ckpt_name: str, dataset: str | None, data_root: str | None,
-            batch_size: int | None, device: str) -> Setup:
-    cfg = load_config(config_path, data_root)
-    ckpt = find_checkpoint(config_path, ckpt_name)
+@dataclass(frozen=True)
+class ScriptInputs:
+    """What both scripts are asked to run: the run's config, the checkpoint (a file in the config's
+    folder, or a path), the test data (None: the config's), the batch (None: the run's batch per
+    process), the device and the seed of the image choice and the random passwords."""
+
+    config_path: str
+    ckpt_name: str
+    dataset: str | None = None
+    data_root: str | None = None
+    batch_size: int | None = None
+    device: str = "auto"
+    seed: int = 0
+
+
+def prepare(inputs: ScriptInputs) -> Setup:
+    cfg = load_config(inputs.config_path, inputs.data_root)
+    ckpt = find_checkpoint(inputs.config_path, inputs.ckpt_name)
     try:
-        dev = pick_device(device)
+        dev = pick_device(inputs.device)
     except RuntimeError as e:
         raise InferenceError(str(e)) from None
     run_dir = os.path.dirname(os.path.abspath(ckpt))
-    batch = per_process_batch(run_dir, cfg) if batch_size is None else batch_size
+    batch = per_process_batch(run_dir, cfg) if inputs.batch_size is None else inputs.batch_size
     if batch <= 0:
         raise InferenceError(f"--batch_size must be positive, got {batch}")
     model = load_generator(cfg, ckpt, dev)
-    return Setup(cfg, ckpt, run_dir, model, Runner(model, use_bf16(cfg.amp, dev)), load_test_split(cfg, dataset), dev,
-                 batch)
+    return Setup(cfg, ckpt, run_dir, model, Runner(model, use_bf16(cfg.amp, dev)),
+                 load_test_split(cfg, inputs.dataset), dev, batch)
 
 
-def save_visual(config_path: str, ckpt_name: str, dataset: str | None = None, full: bool = False,
-                data_root: str | None = None, batch_size: int | None = None, device: str = "auto",
-                seed: int = 0, password: PasswordSource | None = None, out_root: str | None = None,
-                progress: bool = True) -> str:
+def save_visual(inputs: ScriptInputs, *, full: bool = False, password: PasswordSource | None = None,
+                out_root: str | None = None, progress: bool = True) -> str:
     """Strips of test images (see the module doc); returns the output folder. ``password``: the
     user's Password, or a callable giving it for the generator's password length."""
-    s = prepare(config_path, ckpt_name, dataset, data_root, batch_size, device)
+    s = prepare(inputs)
+    seed = inputs.seed
     password = _resolve(password, s.model.passwd_length)
     run_dir, ckpt, batch = s.run_dir, s.ckpt, s.batch
     indices = choose_images(len(s.dataset), None if full else batch, seed)
@@ -388,13 +401,12 @@ def _write_index(out: str, title: str, subtitle: str, pages: list[str], total: i
     atomic_write_text(os.path.join(out, "index.html"), doc.render())
 
 
-def diff_passwords(config_path: str, ckpt_path: str, dataset: str | None = None,
-                   data_root: str | None = None, batch_size: int | None = None, device: str = "auto",
-                   seed: int = 0, passwords: Sequence[Password] | str | None = None) -> str:
+def diff_passwords(inputs: ScriptInputs, passwords: Sequence[Password] | str | None = None) -> str:
     """The same test images under N_PASSWORDS passwords (module doc); returns the test_web folder:
     ``<checkpoint folder>/test_<checkpoint stem>[_N]/test_web``. ``passwords``: Passwords, or the
     path of a file of N_PASSWORDS lines (read_password_lines), or None for random ones."""
-    s = prepare(config_path, ckpt_path, dataset, data_root, batch_size, device)
+    s = prepare(inputs)
+    seed = inputs.seed
     if isinstance(passwords, str):
         passwords = read_password_lines(passwords, s.model.passwd_length)
     run_dir, ckpt, batch = s.run_dir, s.ckpt, s.batch
@@ -454,6 +466,12 @@ def script_arguments(ap, own_password: bool) -> None:
                        help="anonymize with the passphrase on this file's first line")
         g.add_argument("--password-prompt", action="store_true",
                        help="anonymize with a passphrase typed at a prompt")
+
+
+def script_inputs(args, config_path: str, ckpt_name: str) -> ScriptInputs:
+    """The ScriptInputs of parsed command-line options (those ``script_arguments`` adds)."""
+    return ScriptInputs(config_path, ckpt_name, args.dataset, args.data_root, args.batch_size, args.device,
+                        args.seed)
 
 
 def user_password(args) -> Callable[[int], Password] | None:

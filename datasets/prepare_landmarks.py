@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from protect.face_detect import DlibDetector, FaceDetector
-from utils.fileio import atomic_write_text
+from utils.fileio import atomic_write_text, is_image_path, walk_files
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 _SYNC_EVERY = 100  # fsync the partial files every this many images
 
 
@@ -64,21 +63,18 @@ def format_line(rel: str, label: int | None, points: np.ndarray) -> str:
 def scan_folder(folder: str, labels_from_subfolders: bool, exclude: set[str] = frozenset()):
     """Sorted relative image paths, their labels (or None), and the skipped files with reasons."""
     images, skipped = [], []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            full = os.path.join(root, name)
-            if name.startswith(".") or os.path.abspath(full) in exclude:
-                continue
-            rel = os.path.relpath(full, folder).replace(os.sep, "/")
-            if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
-                skipped.append((rel, "not an image file"))
-            elif any(ch.isspace() for ch in rel):
-                skipped.append((rel, "name contains whitespace (the landmark format is space-separated); rename it"))
-            elif labels_from_subfolders and "/" not in rel:
-                skipped.append((rel, "not inside a subfolder, so it has no label"))
-            else:
-                images.append(rel)
+    for full, rel in walk_files(folder):
+        if os.path.basename(full).startswith(".") or os.path.abspath(full) in exclude:
+            continue
+        rel = rel.replace(os.sep, "/")
+        if not is_image_path(rel):
+            skipped.append((rel, "not an image file"))
+        elif any(ch.isspace() for ch in rel):
+            skipped.append((rel, "name contains whitespace (the landmark format is space-separated); rename it"))
+        elif labels_from_subfolders and "/" not in rel:
+            skipped.append((rel, "not inside a subfolder, so it has no label"))
+        else:
+            images.append(rel)
     images.sort()
     labels = None
     if labels_from_subfolders:

@@ -18,7 +18,6 @@ hash is taken from the encoded bytes decoded again, exactly as recovery will rea
 from __future__ import annotations
 
 import io
-import os
 import struct
 import warnings
 import zlib
@@ -28,8 +27,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from datasets.prepare_landmarks import IMAGE_EXTENSIONS
 from protect.record import PNG_KEY, Record
+from utils.fileio import IMAGE_EXTENSIONS
 
 __all__ = ["PhotoError", "Photo", "load_photo", "decode_photo", "encode_photo", "output_extension",
            "jpeg_without_metadata", "IMAGE_EXTENSIONS", "LOSSY_EXTENSIONS", "WRITABLE_EXTENSIONS",
@@ -279,7 +278,3 @@ def jpeg_without_metadata(data: bytes) -> bytes | None:
             out.append(data[pos:end])
         pos = end
     return None
-
-
-def is_image_path(path: str) -> bool:
-    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS

@@ -25,7 +25,6 @@ import numpy as np
 from protect.frame import draw_face_boxes
 from protect.photo_io import (
     DEFAULT_MAX_PIXELS,
-    IMAGE_EXTENSIONS,
     LOSSY_EXTENSIONS,
     WRITABLE_EXTENSIONS,
     PhotoError,
@@ -39,7 +38,7 @@ from protect.protector import ApproximateRecoveryWarning, FaceProtector, native_
 from protect.record import SIDECAR_SUFFIX, Record, RecordError, read_sidecar, sidecar_path
 from protect.video import VideoOptions, protect_video
 from protect.video_io import VIDEO_EXTENSIONS, TruncatedVideoWarning, VideoError
-from utils.fileio import atomic_write_bytes, atomic_write_text
+from utils.fileio import atomic_write_bytes, atomic_write_text, is_image_path, walk_files
 
 
 class RunError(ValueError):
@@ -78,8 +77,9 @@ class Summary:
 
 
 def kind_of(path: str) -> str | None:
-    ext = os.path.splitext(path)[1].lower()
-    return "image" if ext in IMAGE_EXTENSIONS else "video" if ext in VIDEO_EXTENSIONS else None
+    if is_image_path(path):
+        return "image"
+    return "video" if os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS else None
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -131,35 +131,32 @@ def plan_outputs(src: str, dst: str, opts: RunOptions) -> tuple[list[tuple[str, 
         if os.path.exists(dst) and not os.path.isdir(dst):
             raise RunError(f"{dst} is a file, but the input is a folder")
         jobs, skipped, seen, inputs = [], [], {}, set()
-        for root, dirs, files in os.walk(src):
-            for d in sorted(d for d in dirs if d.startswith(".")):
-                skipped.append((os.path.relpath(os.path.join(root, d), src) + os.sep,
-                                "hidden folder: not processed, not copied to the output"))
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(files):
-                full = os.path.join(root, name)
-                rel = os.path.relpath(full, src)
-                inputs.add(os.path.realpath(full))
-                if name.endswith(SIDECAR_SUFFIX):  # a record: read with its file
-                    continue
-                if name.startswith("."):
-                    skipped.append((rel, "hidden file: not processed, not copied to the output"))
-                    continue
-                why = _special(full)
-                if why:
-                    skipped.append((rel, why))
-                    continue
-                kind = kind_of(name)
-                if kind is None:
-                    skipped.append((rel, "not an image or video file"))
-                    continue
-                base, ext = os.path.splitext(rel)
-                out = os.path.join(dst, base + _output_extension(ext, kind, opts))
-                if out in seen:
-                    skipped.append((rel, f"its output {os.path.relpath(out, dst)} is already written for {seen[out]}"))
-                    continue
-                seen[out] = rel
-                jobs.append((full, out, kind))
+        def hidden(rel: str) -> None:
+            skipped.append((rel, "hidden folder: not processed, not copied to the output"))
+
+        for full, rel in walk_files(src, hidden):
+            name = os.path.basename(full)
+            inputs.add(os.path.realpath(full))
+            if name.endswith(SIDECAR_SUFFIX):  # a record: read with its file
+                continue
+            if name.startswith("."):
+                skipped.append((rel, "hidden file: not processed, not copied to the output"))
+                continue
+            why = _special(full)
+            if why:
+                skipped.append((rel, why))
+                continue
+            kind = kind_of(name)
+            if kind is None:
+                skipped.append((rel, "not an image or video file"))
+                continue
+            base, ext = os.path.splitext(rel)
+            out = os.path.join(dst, base + _output_extension(ext, kind, opts))
+            if out in seen:
+                skipped.append((rel, f"its output {os.path.relpath(out, dst)} is already written for {seen[out]}"))
+                continue
+            seen[out] = rel
+            jobs.append((full, out, kind))
     else:
         why = _special(src)
         if why:

@@ -1,6 +1,7 @@
-"""Atomic file writes: a temporary file in the same folder, flushed and fsync'ed, then renamed.
+"""Files: atomic writes, and the listing of a folder's files.
 
-A crash, a kill or a full disk during a write leaves the previous file untouched; the temporary file
+An atomic write goes to a temporary file in the same folder, flushed and fsync'ed, then renamed: a
+crash, a kill or a full disk during a write leaves the previous file untouched; the temporary file
 is removed on failure.
 """
 from __future__ import annotations
@@ -9,7 +10,7 @@ import contextlib
 import io
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO
 
 
@@ -85,3 +86,29 @@ def _format_of(path: str) -> str:
     ext = os.path.splitext(path)[1].lower()
     return {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP",
             ".tif": "TIFF", ".tiff": "TIFF"}.get(ext, "PNG")
+
+
+# ---- listing ------------------------------------------------------------------------------------
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
+
+
+def is_image_path(path: str) -> bool:
+    """Whether ``path`` has an image extension (any case)."""
+    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+
+
+def walk_files(folder: str, on_hidden_folder: Callable[[str], None] | None = None) -> Iterator[tuple[str, str]]:
+    """(full path, path relative to ``folder``) of every file under ``folder``, in a fixed order: each
+    folder's files sorted by name, then its subfolders' in sorted order. Folders whose name starts
+    with a dot are not entered: ``on_hidden_folder`` gets each one's relative path (ending with
+    ``os.sep``) before the files of its parent. Files starting with a dot are yielded, for the caller
+    to skip or report."""
+    for root, dirs, files in os.walk(folder):
+        if on_hidden_folder is not None:
+            for d in sorted(d for d in dirs if d.startswith(".")):
+                on_hidden_folder(os.path.relpath(os.path.join(root, d), folder) + os.sep)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            yield full, os.path.relpath(full, folder)

@@ -152,8 +152,28 @@ def prepare_landmarks(folder: str, output: str, *, labels_from_subfolders: bool 
     images, labels, skipped = scan_folder(folder, labels_from_subfolders,
                                           exclude={output, noface, part, noface_part})
     report.total_images, report.skipped = len(images), skipped
+    done, failed = _resume(folder, images, labels, part, noface_part, report, log)
+    todo = [rel for rel in images if rel not in done and rel not in failed]
+    new_done, new_failed = _detect_all(folder, todo, labels, detector, retry_detector, part, noface_part, report,
+                                       progress)
+    all_done = {**done, **new_done}
+    all_failed = {**failed, **new_failed}
+    report.no_face = [(rel, all_failed[rel].split(" ", 1)[1]) for rel in images
+                      if rel in all_failed and rel not in all_done]
+    if report.interrupted:
+        log(f"\ninterrupted: {len(all_done) + len(all_failed)} of {len(images)} images done, kept in {part}; "
+            f"run the same command again to resume")
+        return report
+    _finish(report, [all_done[rel] for rel in images if rel in all_done], part, noface_part, log)
+    return report
+
+
+def _resume(folder: str, images: list[str], labels: dict | None, part: str, noface_part: str,
+            report: PrepareReport, log: Callable[[str], None]) -> tuple[dict[str, str], dict[str, str]]:
+    """The lines (done) and failures of an interrupted run, keyed by image; refuses them when the
+    labels changed since. Sets ``report.resumed``."""
     present = set(images)
-    done = _read_partial(part, (12,) if labels_from_subfolders else (11,))
+    done = _read_partial(part, (11,) if labels is None else (12,))
     failed = _read_partial(noface_part, ())
     for rel, line in done.items():
         if labels is not None and rel in labels and line.split(" ")[1] != str(labels[rel]):
@@ -164,10 +184,34 @@ def prepare_landmarks(folder: str, output: str, *, labels_from_subfolders: bool 
     if gone:
         log(f"note: {len(gone)} images recorded by the interrupted run are no longer in {folder}; dropped")
     report.resumed = sum(rel in present for rel in set(done) | set(failed))
-    todo = [rel for rel in images if rel not in done and rel not in failed]
     if report.resumed:
         log(f"resuming: {report.resumed} of {len(images)} images already done ({part})")
+    return done, failed
 
+
+def _landmarks_of(path: str, rel: str, label: int | None, detector: FaceDetector,
+                  retry: FaceDetector | None) -> tuple[str | None, str, int]:
+    """(the landmark line or None, why there is none, EXIF orientation) of one image."""
+    try:
+        image, orientation = _load_rgb(path)
+    except Exception as e:  # noqa: BLE001 -- any decoder error means "unreadable", and the run goes on
+        return None, f"unreadable image: {type(e).__name__}: {e}".replace("\n", " "), 1
+    found = _detect(detector, retry, image)
+    if found.faces:
+        return format_line(rel, label, found.faces[0].points), "", orientation
+    if found.too_small:
+        return None, (f"only faces smaller than {detector.min_face:g} px "
+                      f"(largest {found.too_small[0].size:.0f} px)"), orientation
+    return None, "no face found" + (f" (EXIF orientation {orientation}: stored rotated)"
+                                    if orientation != 1 else ""), orientation
+
+
+def _detect_all(folder: str, todo: list[str], labels: dict | None, detector: FaceDetector,
+                retry: FaceDetector | None, part: str, noface_part: str, report: PrepareReport,
+                progress: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """Detect the faces of ``todo``, appending each result to the partial files as it comes (so an
+    interruption loses nothing). Returns this run's lines and failures; sets ``report.exif_rotated``
+    and, on Ctrl-C, ``report.interrupted``."""
     exif_rotated = 0
     new_done, new_failed = {}, {}
     bar = None
@@ -177,26 +221,14 @@ def prepare_landmarks(folder: str, output: str, *, labels_from_subfolders: bool 
     try:
         with open(part, "a", encoding="utf-8") as fdone, open(noface_part, "a", encoding="utf-8") as ffail:
             for i, rel in enumerate(todo):
-                try:
-                    image, orientation = _load_rgb(os.path.join(folder, rel))
-                except Exception as e:  # noqa: BLE001 -- any decoder error means "unreadable", and the run goes on
-                    reason = f"unreadable image: {type(e).__name__}: {e}".replace("\n", " ")
-                    image = None
-                if image is not None:
-                    exif_rotated += orientation != 1
-                    found = _detect(detector, retry_detector, image)
-                    if found.faces:
-                        line = format_line(rel, labels[rel] if labels else None, found.faces[0].points)
-                        fdone.write(line + "\n")
-                        fdone.flush()
-                        new_done[rel] = line
-                    elif found.too_small:
-                        reason = (f"only faces smaller than {detector.min_face:g} px "
-                                  f"(largest {found.too_small[0].size:.0f} px)")
-                    else:
-                        reason = "no face found" + (f" (EXIF orientation {orientation}: stored rotated)"
-                                                    if orientation != 1 else "")
-                if rel not in new_done:
+                line, reason, orientation = _landmarks_of(os.path.join(folder, rel), rel,
+                                                          labels[rel] if labels else None, detector, retry)
+                exif_rotated += orientation != 1
+                if line is not None:
+                    fdone.write(line + "\n")
+                    fdone.flush()
+                    new_done[rel] = line
+                else:
                     ffail.write(f"{rel} {reason}\n")
                     ffail.flush()
                     new_failed[rel] = f"{rel} {reason}"
@@ -214,25 +246,20 @@ def prepare_landmarks(folder: str, output: str, *, labels_from_subfolders: bool 
         if bar is not None:
             bar.close()
     report.exif_rotated = exif_rotated
-    all_done = {**done, **new_done}
-    all_failed = {**failed, **new_failed}
-    report.no_face = [(rel, all_failed[rel].split(" ", 1)[1]) for rel in images
-                      if rel in all_failed and rel not in all_done]
-    if report.interrupted:
-        log(f"\ninterrupted: {len(all_done) + len(all_failed)} of {len(images)} images done, kept in {part}; "
-            f"run the same command again to resume")
-        return report
+    return new_done, new_failed
 
-    lines = [all_done[rel] for rel in images if rel in all_done]
-    atomic_write_text(noface, "".join(f"{rel} {why}\n" for rel, why in report.no_face))
-    atomic_write_text(output, "".join(line + "\n" for line in lines))
+
+def _finish(report: PrepareReport, lines: list[str], part: str, noface_part: str,
+            log: Callable[[str], None]) -> None:
+    """Write the final output and no-face list atomically, remove the partial files, summarize."""
+    atomic_write_text(report.noface_list, "".join(f"{rel} {why}\n" for rel, why in report.no_face))
+    atomic_write_text(report.output, "".join(line + "\n" for line in lines))
     for p in (part, noface_part):
         os.remove(p)
     report.written = len(lines)
     _summarize(report, log)
     if not lines:
-        log(f"warning: no image had a usable face, so {output} is empty")
-    return report
+        log(f"warning: no image had a usable face, so {report.output} is empty")
 
 
 def _list(log: Callable[[str], None], header: str, items: list, shown: int = 10) -> None:

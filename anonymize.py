@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         model = InferenceModel(args.checkpoint, device)
         detector = make_detector(args.detector, upsample=args.upsample, min_face=args.min_face,
                                  max_side=args.detect_max_side)
-        fp = FaceProtector(model, detector, mean_landmarks=args.mean_landmarks,
+        protector = FaceProtector(model, detector, mean_landmarks=args.mean_landmarks,
                            amp=not args.fp32 and fast_bf16(device), batch_size=args.batch_size,
                            blend=args.blend)
         text = read_passphrase(env=args.password_env, file=args.password_file,
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             passwords = FacePasswords(shared=password_from_text(text, model.passwd_length))
         del text
-        summary = run(fp, args.input, args.output, passwords, opts)
+        summary = run(protector, args.input, args.output, passwords, opts)
     except (RunError, CheckpointError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

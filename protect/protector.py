@@ -3,11 +3,11 @@
     from protect.protector import FaceProtector
     from models.passwords import Password
 
-    fp = FaceProtector("checkpoint.pth.tar")          # or an InferenceModel; dlib HOG by default
-    pw = Password.from_passphrase("correct horse", fp.passwd_length)
-    anonymized, record = fp.anonymize(image, pw)      # image: HxWx3 uint8 RGB (or gray/RGBA, 16-bit)
-    restored = fp.recover(anonymized, record, pw)     # the same password: its complement is applied
-    fp.anonymize(image, pw, landmarks=[five_points])  # your own detector: (5, 2) points per face
+    protector = FaceProtector("checkpoint.pth.tar")           # or an InferenceModel; dlib HOG by default
+    pw = Password.from_passphrase("correct horse", protector.passwd_length)
+    anonymized, record = protector.anonymize(image, pw)       # image: HxWx3 uint8 RGB (or gray/RGBA, 16-bit)
+    restored = protector.recover(anonymized, record, pw)      # the same password: its complement is applied
+    protector.anonymize(image, pw, landmarks=[five_points])   # your own detector: (5, 2) points per face
 
 Each face is framed by the similarity that takes its five points onto the generator's mean
 landmarks (protect/frame.py), passed through G at the checkpoint's size, warped back and
@@ -110,19 +110,19 @@ class FacePasswords:
 def as_face_passwords(password, length: int) -> FacePasswords:
     """A Password, a passphrase string, a list of Passwords (one per face) or a FacePasswords."""
     if isinstance(password, FacePasswords):
-        fp = password
+        passwords = password
     elif isinstance(password, Password):
-        fp = FacePasswords(shared=password)
+        passwords = FacePasswords(shared=password)
     elif isinstance(password, str):
-        fp = FacePasswords(shared=password_from_text(password, length))
+        passwords = FacePasswords(shared=password_from_text(password, length))
     elif isinstance(password, (list, tuple)):
-        fp = FacePasswords(given=password)
+        passwords = FacePasswords(given=password)
     else:
         raise TypeError(f"expected a Password, a passphrase, a list of Passwords or FacePasswords, "
                         f"got {type(password).__name__}")
-    if fp.length != length:
-        raise ValueError(f"the password has {fp.length} bits but this generator takes {length}")
-    return fp
+    if passwords.length != length:
+        raise ValueError(f"the password has {passwords.length} bits but this generator takes {length}")
+    return passwords
 
 
 @dataclass
@@ -271,9 +271,9 @@ class FaceProtector:
         native = _check_native(image)
         rgb = work_rgb(native)
         passwords = as_face_passwords(password, self.passwd_length)
-        fp, too_small, approximate = self, 0, False
+        protector, too_small, approximate = self, 0, False
         if recover and record is not None:
-            fp = self.for_recovery(record, "image", digest=pixel_sha256(native), scope=passwords.scope,
+            protector = self.for_recovery(record, "image", digest=pixel_sha256(native), scope=passwords.scope,
                                    width=native.shape[1], height=native.shape[0])
             keys = [f["key"] for f in record.faces]
             transforms = [np.asarray(f["transform"], np.float64).reshape(2, 3) for f in record.faces]
@@ -291,12 +291,12 @@ class FaceProtector:
             if recover:
                 warnings.warn("no record: faces were detected again, so recovery is approximate",
                               ApproximateRecoveryWarning, stacklevel=2)
-        crops = cut_crops(rgb, transforms, fp.size)
-        gen = fp.generate(crops, [passwords.for_key(k) for k in keys], inverse=recover)
-        result = paste_faces(native, gen, transforms, fp.mask)
+        crops = cut_crops(rgb, transforms, protector.size)
+        gen = protector.generate(crops, [passwords.for_key(k) for k in keys], inverse=recover)
+        result = paste_faces(native, gen, transforms, protector.mask)
         rec = None
         if not recover:
-            rec = fp.record("image", passwords.scope, detector)
+            rec = protector.record("image", passwords.scope, detector)
             rec.faces = [{"key": k, "transform": [float(v) for v in m.reshape(-1)]} for k, m in zip(keys, transforms)]
             rec.output = native_info(result)
         return Outcome(result, rec, len(keys), too_small, approximate, transforms)

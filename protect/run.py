@@ -254,16 +254,16 @@ class OutputError(OSError):
     """An output that could not be written (full disk, lost permission): the message names it."""
 
 
-def run_image(fp: FaceProtector, src: str, dst: str, passwords, opts: RunOptions, s: Summary, name: str,
+def run_image(protector: FaceProtector, src: str, dst: str, passwords, opts: RunOptions, s: Summary, name: str,
               preview: str | None = None) -> None:
     photo = load_photo(src, opts.max_pixels)
     notes = [(name, n) for n in photo.notes]
     record = _find_record(src, photo.record, opts.record) if opts.recover else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ApproximateRecoveryWarning)  # reported below instead
-        outcome = fp.process(photo.native, passwords, record=record, recover=opts.recover)
+        outcome = protector.process(photo.native, passwords, record=record, recover=opts.recover)
     if outcome.too_small:
-        notes.append((name, f"{outcome.too_small} face(s) smaller than {fp.detector.min_face:g} px left "
+        notes.append((name, f"{outcome.too_small} face(s) smaller than {protector.detector.min_face:g} px left "
                             f"as they are (set --min-face lower to include them)"))
     if outcome.approximate:
         notes.append((name, "no record found: faces were detected again, so recovery is approximate"))
@@ -280,12 +280,12 @@ def run_image(fp: FaceProtector, src: str, dst: str, passwords, opts: RunOptions
         notes += [(name, n) for n in enc_notes]
     _write(dst, data)
     if not opts.recover and (ext != ".png" or not outcome.faces):  # PNG carries its record inside
-        rec = outcome.record if outcome.faces else fp.record("image", passwords.scope, fp.detector_info())
+        rec = outcome.record if outcome.faces else protector.record("image", passwords.scope, protector.detector_info())
         if not outcome.faces:  # a record with no face: recovery then copies the file back
             rec.output = native_info(decoded)
         _write(sidecar_path(dst), rec.to_json())
     if preview:
-        _write(preview, encode_photo(draw_face_boxes(decoded, outcome.transforms, fp.size),
+        _write(preview, encode_photo(draw_face_boxes(decoded, outcome.transforms, protector.size),
                                      os.path.splitext(preview)[1])[0])
     # counted only once everything is written: a failed write is no anonymized face
     s.warnings += notes
@@ -315,7 +315,7 @@ def _jpeg_kept(src: str, photo, opts: RunOptions):
     return (data, decoded) if np.array_equal(decoded, photo.native) else None
 
 
-def run_video(fp: FaceProtector, src: str, dst: str, passwords, opts: RunOptions, s: Summary, name: str,
+def run_video(protector: FaceProtector, src: str, dst: str, passwords, opts: RunOptions, s: Summary, name: str,
               preview: str | None = None) -> None:
     record = _find_record(src, None, opts.record) if opts.recover else None
     vopt = opts.video
@@ -324,7 +324,7 @@ def run_video(fp: FaceProtector, src: str, dst: str, passwords, opts: RunOptions
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            out = protect_video(fp, src, dst, passwords, recover=opts.recover, record=record, options=vopt,
+            out = protect_video(protector, src, dst, passwords, recover=opts.recover, record=record, options=vopt,
                                 overwrite=opts.overwrite, preview=preview)
         except OSError as e:  # reading errors are VideoErrors; an OSError without a file name is a write
             if e.filename is not None or isinstance(e, (FileExistsError, FileNotFoundError)):
@@ -343,7 +343,7 @@ def run_video(fp: FaceProtector, src: str, dst: str, passwords, opts: RunOptions
     if out.approximate:
         s.warnings.append((name, "no record found: faces were detected again, so recovery is approximate"))
     if out.too_small:
-        s.warnings.append((name, f"{out.too_small} detections smaller than {fp.detector.min_face:g} px left as "
+        s.warnings.append((name, f"{out.too_small} detections smaller than {protector.detector.min_face:g} px left as "
                                  f"they are"))
     if not opts.recover and not out.copied and vopt.crf != 0:
         s.warnings.append((name, "lossy video: recovery will be close, not exact (--lossless for the closest)"))
@@ -360,7 +360,7 @@ def _message(e: Exception, path: str) -> str:
     return msg[len(path) + 2:] if msg.startswith(path + ": ") else msg
 
 
-def run(fp: FaceProtector, src: str, dst: str, passwords, opts: RunOptions,
+def run(protector: FaceProtector, src: str, dst: str, passwords, opts: RunOptions,
         log: Callable[[str], None] = print, err: Callable[[str], None] | None = None) -> Summary:
     """Process every planned file. The summary goes to ``log`` (stdout), warnings and failures to
     ``err`` (stderr)."""
@@ -377,10 +377,10 @@ def run(fp: FaceProtector, src: str, dst: str, passwords, opts: RunOptions,
         try:
             if kind == "image":
                 s.images += 1
-                run_image(fp, path, out, passwords, opts, s, name, preview)
+                run_image(protector, path, out, passwords, opts, s, name, preview)
             else:
                 s.videos += 1
-                run_video(fp, path, out, passwords, opts, s, name, preview)
+                run_video(protector, path, out, passwords, opts, s, name, preview)
         except (PhotoError, VideoError, RecordError, FileExistsError, ValueError, OSError) as e:
             s.failed.append((name, _message(e, path)))
         if bar is not None:

@@ -81,7 +81,7 @@ def _frames_of(seconds: float, fps: Fraction) -> int:
     return max(0, round(seconds * float(fps)))
 
 
-def find_tracks(fp: FaceProtector, src: str, opt: VideoOptions,
+def find_tracks(protector: FaceProtector, src: str, opt: VideoOptions,
                 timings: dict) -> tuple[list[TrackPath], int, int, bool]:
     """Pass 1: (tracks, frames decoded, faces too small, truncated)."""
     if opt.detect_every < 1:
@@ -95,7 +95,7 @@ def find_tracks(fp: FaceProtector, src: str, opt: VideoOptions,
             for i, image in enumerate(batch.images):
                 index = batch.start + i
                 if index % opt.detect_every == 0:
-                    found = fp.detector.detect_all(image)
+                    found = protector.detector.detect_all(image)
                     detections[index] = found.faces
                     too_small += len(found.too_small)
             timings["detect"] += time.perf_counter() - t
@@ -130,7 +130,7 @@ class FacePlan:
     inverse: bool = False
 
 
-def render(fp: FaceProtector, files: VideoFiles, plan: FacePlan, opt: VideoOptions,
+def render(protector: FaceProtector, files: VideoFiles, plan: FacePlan, opt: VideoOptions,
            timings: dict) -> tuple[int, int]:
     """Pass 2. Returns (frames, crops)."""
     src, dst, preview, overwrite = files.src, files.dst, files.preview, files.overwrite
@@ -150,12 +150,12 @@ def render(fp: FaceProtector, files: VideoFiles, plan: FacePlan, opt: VideoOptio
         for batch in _timed(batches, timings):
             t = time.perf_counter()
             jobs = [by_frame.get(batch.start + i, []) for i in range(len(batch.images))]
-            crops = [cut_crops(im, [m for _, m in job], fp.size) for im, job in zip(batch.images, jobs)]
+            crops = [cut_crops(im, [m for _, m in job], protector.size) for im, job in zip(batch.images, jobs)]
             keys = [k for job in jobs for k, _ in job]
             timings["transform"] += time.perf_counter() - t
             t = time.perf_counter()
             if keys:
-                gen = fp.generate(torch.cat(crops), [passwords.for_key(k) for k in keys], inverse)
+                gen = protector.generate(torch.cat(crops), [passwords.for_key(k) for k in keys], inverse)
             timings["generate"] += time.perf_counter() - t
             t = time.perf_counter()
             out, at = batch.images, 0
@@ -163,14 +163,15 @@ def render(fp: FaceProtector, files: VideoFiles, plan: FacePlan, opt: VideoOptio
                 out = batch.images.copy()
                 for i, job in enumerate(jobs):
                     if job:
-                        out[i] = paste_faces(batch.images[i], gen[at:at + len(job)], [m for _, m in job], fp.mask)
+                        out[i] = paste_faces(batch.images[i], gen[at:at + len(job)], [m for _, m in job],
+                                             protector.mask)
                         at += len(job)
             crops_done += len(keys)
             timings["blend"] += time.perf_counter() - t
             t = time.perf_counter()
             writer.write_batch(out, batch.pts)
             if boxes is not None:
-                boxes.write_batch(np.stack([draw_face_boxes(im, [m for _, m in job], fp.size)
+                boxes.write_batch(np.stack([draw_face_boxes(im, [m for _, m in job], protector.size)
                                             for im, job in zip(out, jobs)]), batch.pts)
             timings["encode"] += time.perf_counter() - t
         frames = reader.frames_decoded
@@ -203,7 +204,7 @@ def remux_clean(src: str, dst: str, overwrite: bool) -> None:
         raise VideoError(f"{src}: could not copy it into {dst} ({e.strerror or e})") from None
 
 
-def protect_video(fp: FaceProtector, src: str, dst: str, password, *, recover: bool = False,
+def protect_video(protector: FaceProtector, src: str, dst: str, password, *, recover: bool = False,
                   record: Record | None = None, options: VideoOptions | None = None,
                   overwrite: bool = False, preview: str | None = None) -> VideoOutcome:
     """Anonymize ``src`` into ``dst`` (and its sidecar record), or recover it (with its record, or
@@ -211,7 +212,7 @@ def protect_video(fp: FaceProtector, src: str, dst: str, password, *, recover: b
     (``remux_clean``). ``preview``: also write the output with a box around every processed face."""
     opt = options or VideoOptions()
     src, dst = os.fspath(src), os.fspath(dst)
-    passwords = as_face_passwords(password, fp.passwd_length)
+    passwords = as_face_passwords(password, protector.passwd_length)
     side = sidecar_path(dst)
     if not recover and os.path.exists(side) and not overwrite:
         raise FileExistsError(f"{side} exists; choose another name or allow overwriting")
@@ -220,15 +221,15 @@ def protect_video(fp: FaceProtector, src: str, dst: str, password, *, recover: b
     if recover and record is not None:
         with VideoReader(src) as r:
             width, height = r.info.width, r.info.height
-        fp = fp.for_recovery(record, "video", digest=file_sha256(src), scope=passwords.scope, width=width,
+        protector = protector.for_recovery(record, "video", digest=file_sha256(src), scope=passwords.scope, width=width,
                              height=height, src=src)
         plan = [(t["key"], t["first_frame"], np.asarray(t["transforms"], np.float64).reshape(-1, 2, 3))
                 for t in record.tracks]
         n_tracks, n_frames = len(plan), int(record.output.get("frames", 0))
     else:
-        paths, n_frames, too_small, truncated = find_tracks(fp, src, opt, timings)
+        paths, n_frames, too_small, truncated = find_tracks(protector, src, opt, timings)
         t = time.perf_counter()
-        plan = [(p.key, p.first_frame, np.stack([fp.transform(q) for q in p.points])) for p in paths]
+        plan = [(p.key, p.first_frame, np.stack([protector.transform(q) for q in p.points])) for p in paths]
         timings["transform"] += time.perf_counter() - t
         n_tracks = len(paths)
         if recover:
@@ -236,8 +237,8 @@ def protect_video(fp: FaceProtector, src: str, dst: str, password, *, recover: b
                           ApproximateRecoveryWarning, stacklevel=2)
             approximate = True
     if plan:
-        frames, crops = render(fp, VideoFiles(src, dst, preview, overwrite), FacePlan(plan, passwords, recover), opt,
-                               timings)
+        frames, crops = render(protector, VideoFiles(src, dst, preview, overwrite),
+                               FacePlan(plan, passwords, recover), opt, timings)
     else:  # no face: the packets are copied without the tags (its record, with no track, says so)
         remux_clean(src, dst, overwrite)
         if preview:
@@ -247,7 +248,7 @@ def protect_video(fp: FaceProtector, src: str, dst: str, password, *, recover: b
     if not recover:
         with VideoReader(dst) as r:
             info = r.info
-        rec = fp.record("video", passwords.scope, fp.detector_info() | {"detect_every": opt.detect_every})
+        rec = protector.record("video", passwords.scope, protector.detector_info() | {"detect_every": opt.detect_every})
         rec.tracks = [{"key": key, "first_frame": first, "transforms": [[float(v) for v in m.reshape(-1)] for m in tf],
                        "detected": p.detected} for (key, first, tf), p in zip(plan, paths)]
         rec.output = {"width": info.width, "height": info.height, "frames": frames, "fps": str(info.fps),

@@ -36,7 +36,7 @@ def model(ckpt):
 
 
 @pytest.fixture(scope="module")
-def fp(model):
+def protector(model):
     return FaceProtector(model)
 
 
@@ -46,9 +46,9 @@ def pw():
 
 
 @pytest.fixture(scope="module")
-def astronaut_done(fp, pw):
+def astronaut_done(protector, pw):
     img = data.astronaut()
-    out, rec = fp.anonymize(img, pw)
+    out, rec = protector.anonymize(img, pw)
     return img, out, rec
 
 
@@ -76,15 +76,15 @@ def test_generator_depends_on_password(fmt, model, orig_ckpt):
     assert (model(x[1:], bits[1:]) - model(x, bits)[1:]).abs().max() < 1e-4
 
 
-def test_astronaut_found_and_only_face_region_changes(fp, astronaut_done):
+def test_astronaut_found_and_only_face_region_changes(protector, astronaut_done):
     img, out, rec = astronaut_done
     assert len(rec.faces) == 1 and rec.detector["name"] == "dlib-hog"
-    w = region_weights(img.shape, rec, fp.mask)
+    w = region_weights(img.shape, rec, protector.mask)
     changed = (out != img).any(2)
     assert changed[w >= 0.999].mean() > 0.9  # the face crop is replaced
     assert not changed[w == 0].any()  # everything else is bit-identical
     m = np.asarray(rec.faces[0]["transform"]).reshape(2, 3)  # the face centre lies inside the region
-    centre = np.linalg.solve(m[:, :2], crop_points(fp.mean_landmarks, fp.size).mean(0) - m[:, 2])
+    centre = np.linalg.solve(m[:, :2], crop_points(protector.mean_landmarks, protector.size).mean(0) - m[:, 2])
     assert w[int(centre[1]), int(centre[0])] == 1.0
 
 
@@ -101,50 +101,50 @@ def test_face_blend_changes_less_than_crop_blend(model, pw):
     assert not (back != out).any(2)[w == 0].any()
 
 
-def test_recovery_equals_two_steps_on_the_crop(fp, pw):
+def test_recovery_equals_two_steps_on_the_crop(protector, pw):
     """With a crop aligned to the pixel grid, recovery from the photo = G(G(crop, p), ~p) pasted,
     up to 8-bit rounding of the anonymized photo; a wrong password gives another face."""
     face, _ = synthetic_face(5)
-    s = fp.size
+    s = protector.size
     canvas = np.full((200, 180, 3), 60, np.uint8)
     canvas[30:30 + s, 40:40 + s] = face[1::3, 1::3][:s, :s]
-    points = crop_points(fp.mean_landmarks, s) + np.array([40.0, 30.0])  # transform = integer shift
-    out, rec = fp.anonymize(canvas, pw, landmarks=[points])
+    points = crop_points(protector.mean_landmarks, s) + np.array([40.0, 30.0])  # transform = integer shift
+    out, rec = protector.anonymize(canvas, pw, landmarks=[points])
     assert rec.detector == {"name": "given"}
     m = np.asarray(rec.faces[0]["transform"]).reshape(2, 3)
     assert np.allclose(m, [[1, 0, -40], [0, 1, -30]], atol=1e-9)
-    anonymized = fp.generate(cut_crops(canvas, [m], s), [pw], inverse=False)
-    direct = fp.generate(torch.from_numpy(anonymized).permute(0, 3, 1, 2) / 127.5 - 1, [pw], inverse=True)
-    expected = paste_faces(canvas, direct, [m], fp.mask)
+    anonymized = protector.generate(cut_crops(canvas, [m], s), [pw], inverse=False)
+    direct = protector.generate(torch.from_numpy(anonymized).permute(0, 3, 1, 2) / 127.5 - 1, [pw], inverse=True)
+    expected = paste_faces(canvas, direct, [m], protector.mask)
     inside = np.zeros(canvas.shape[:2], bool)
     inside[30:30 + s, 40:40 + s] = True
-    back = fp.recover(out, rec, pw)
+    back = protector.recover(out, rec, pw)
     err = np.abs(back.astype(int) - expected.astype(int))[inside]
     assert err.mean() < 1.0 and err.max() <= 6
-    wrong = fp.recover(out, rec, Password.from_passphrase("not it", 16))
+    wrong = protector.recover(out, rec, Password.from_passphrase("not it", 16))
     assert np.abs(wrong.astype(int) - expected.astype(int))[inside].mean() > 8
     assert np.abs(out.astype(int) - canvas.astype(int))[inside].mean() > 8
 
 
-def test_recovery_on_astronaut_is_closer_than_a_wrong_password(fp, pw, astronaut_done):
+def test_recovery_on_astronaut_is_closer_than_a_wrong_password(protector, pw, astronaut_done):
     img, out, rec = astronaut_done
     m = np.asarray(rec.faces[0]["transform"]).reshape(2, 3)
-    anonymized = fp.generate(cut_crops(img, [m], fp.size), [pw], inverse=False)
-    direct = fp.generate(torch.from_numpy(anonymized).permute(0, 3, 1, 2) / 127.5 - 1, [pw], inverse=True)
-    expected = paste_faces(img, direct, [m], fp.mask)
-    core = region_weights(img.shape, rec, fp.mask) >= 0.999
-    right = np.abs(fp.recover(out, rec, pw).astype(int) - expected.astype(int))[core].mean()
-    wrong = np.abs(fp.recover(out, rec, Password.from_passphrase("guess", 16)).astype(int)
+    anonymized = protector.generate(cut_crops(img, [m], protector.size), [pw], inverse=False)
+    direct = protector.generate(torch.from_numpy(anonymized).permute(0, 3, 1, 2) / 127.5 - 1, [pw], inverse=True)
+    expected = paste_faces(img, direct, [m], protector.mask)
+    core = region_weights(img.shape, rec, protector.mask) >= 0.999
+    right = np.abs(protector.recover(out, rec, pw).astype(int) - expected.astype(int))[core].mean()
+    wrong = np.abs(protector.recover(out, rec, Password.from_passphrase("guess", 16)).astype(int)
                    - expected.astype(int))[core].mean()
     assert right < 0.6 * wrong
 
 
-def test_record_round_trip_and_holds_no_password(fp, astronaut_done, pw):
+def test_record_round_trip_and_holds_no_password(protector, astronaut_done, pw):
     _, _, rec = astronaut_done
     text = rec.to_json()
     again = Record.from_json(text)
     assert again.faces == rec.faces and again.checkpoint == rec.checkpoint
-    assert rec.checkpoint["fingerprint"] == fp.model.fingerprint and rec.checkpoint["img_size"] == fp.size
+    assert rec.checkpoint["fingerprint"] == protector.model.fingerprint and rec.checkpoint["img_size"] == protector.size
     bits = pw.bits()[0]
     code = int_from_bits(bits)
     forbidden = ["correct horse", str(code), f"{code:x}", f"{code:04X}", "".join(map(str, bits.tolist()))]
@@ -156,12 +156,12 @@ def test_record_round_trip_and_holds_no_password(fp, astronaut_done, pw):
     assert "secret" not in repr(FacePasswords.per_face("secret"))
 
 
-def test_record_mismatch_is_an_error(fp, astronaut_done, pw, tmp_path):
+def test_record_mismatch_is_an_error(protector, astronaut_done, pw, tmp_path):
     _, out, rec = astronaut_done
     edited = out.copy()
     edited[0, 0] ^= 1
     with pytest.raises(RecordError, match="does not match this image"):
-        fp.recover(edited, rec, pw)
+        protector.recover(edited, rec, pw)
     other = FaceProtector(InferenceModel(save_small_checkpoint(str(tmp_path / "other.pth"), seed=1)))
     with pytest.raises(RecordError, match="another generator"):
         other.recover(out, rec, pw)
@@ -169,96 +169,97 @@ def test_record_mismatch_is_an_error(fp, astronaut_done, pw, tmp_path):
         Record.from_json(rec.to_json().replace('"version":1', '"version":99'))
 
 
-def test_recovery_without_record_is_approximate(fp, pw, astronaut_done):
+def test_recovery_without_record_is_approximate(protector, pw, astronaut_done):
     img, out, rec = astronaut_done
-    points = [f.points for f in fp.find_faces(img)[0]]  # a user's own detector, run on the output
+    points = [f.points for f in protector.find_faces(img)[0]]  # a user's own detector, run on the output
     with pytest.warns(ApproximateRecoveryWarning):
-        res = fp.process(out, pw, recover=True, landmarks=points)
+        res = protector.process(out, pw, recover=True, landmarks=points)
     assert res.approximate and res.faces == 1 and res.record is None
-    assert np.array_equal(res.image, fp.recover(out, rec, pw))  # same points: same crop here
+    assert np.array_equal(res.image, protector.recover(out, rec, pw))  # same points: same crop here
     blank = np.full((64, 64, 3), 128, np.uint8)
     with pytest.warns(ApproximateRecoveryWarning):
-        res = fp.process(blank, pw, recover=True)  # the detector finds nothing: nothing changes
+        res = protector.process(blank, pw, recover=True)  # the detector finds nothing: nothing changes
     assert res.faces == 0 and np.array_equal(res.image, blank)
 
 
-def test_per_face_passwords(fp):
+def test_per_face_passwords(protector):
     scene = two_face_scene()
     per = FacePasswords.per_face("family photo", 16)
     assert per.for_key(0) != per.for_key(1)
-    out, rec = fp.anonymize(scene, per)
+    out, rec = protector.anonymize(scene, per)
     assert rec.passwords == "per-face" and [f["key"] for f in rec.faces] == [0, 1]
     xs = [np.asarray(f["transform"]).reshape(2, 3) for f in rec.faces]
     assert np.linalg.solve(xs[0][:, :2], -xs[0][:, 2])[0] < np.linalg.solve(xs[1][:, :2], -xs[1][:, 2])[0]
-    shared, _ = fp.anonymize(scene, per.for_key(0))
-    w1 = region_weights(scene.shape, Record(**{**rec.__dict__, "faces": rec.faces[1:]}), fp.mask) >= 0.999
+    shared, _ = protector.anonymize(scene, per.for_key(0))
+    w1 = region_weights(scene.shape, Record(**{**rec.__dict__, "faces": rec.faces[1:]}), protector.mask) >= 0.999
     assert (shared != out)[w1].any()  # face 1 got another code than face 0
-    back = fp.recover(out, rec, FacePasswords.per_face("family photo", 16))
-    assert np.abs(back.astype(int) - fp.recover(out, rec, FacePasswords.per_face("other", 16)).astype(int)).mean() > 1
+    back = protector.recover(out, rec, FacePasswords.per_face("family photo", 16))
+    wrong = protector.recover(out, rec, FacePasswords.per_face("other", 16))
+    assert np.abs(back.astype(int) - wrong.astype(int)).mean() > 1
     with pytest.raises(ValueError, match="per-face"):
-        fp.recover(out, rec, per.for_key(0))
+        protector.recover(out, rec, per.for_key(0))
 
 
-def test_synthetic_faces_found_and_anonymized(fp, pw):
+def test_synthetic_faces_found_and_anonymized(protector, pw):
     for label in (0, 1, 2):
         face, pts = synthetic_face(label)
-        res = fp.process(face, pw)
+        res = protector.process(face, pw)
         assert res.faces == 1
         m = np.asarray(res.record.faces[0]["transform"]).reshape(2, 3)
         mapped = pts @ m[:, :2].T + m[:, 2]  # the true landmarks land near the generator's mean points
-        assert np.abs(mapped - crop_points(fp.mean_landmarks, fp.size)).max() < 0.12 * fp.size
+        assert np.abs(mapped - crop_points(protector.mean_landmarks, protector.size)).max() < 0.12 * protector.size
 
 
-def test_gray_rgba_and_16_bit_keep_their_form(fp, pw):
+def test_gray_rgba_and_16_bit_keep_their_form(protector, pw):
     rgb = astronaut_head()
     gray = (rgb @ [0.299, 0.587, 0.114]).astype(np.uint8)
     rgba = np.dstack([rgb, (np.arange(rgb.shape[0] * rgb.shape[1]) % 251).reshape(rgb.shape[:2]).astype(np.uint8)])
     deep = rgb.astype(np.uint16) * 257 + 3
     for img in (gray, rgba, deep):
-        out, rec = fp.anonymize(img, pw)
+        out, rec = protector.anonymize(img, pw)
         assert out.shape == img.shape and out.dtype == img.dtype and len(rec.faces) == 1
-        w = region_weights(img.shape, rec, fp.mask)
+        w = region_weights(img.shape, rec, protector.mask)
         diff = (out != img) if img.ndim == 2 else (out != img).any(2)
         assert not diff[w == 0].any() and diff[w >= 0.999].mean() > 0.8
-        back = fp.recover(out, rec, pw)
+        back = protector.recover(out, rec, pw)
         assert back.shape == img.shape
-    out, _ = fp.anonymize(rgba, pw)
+    out, _ = protector.anonymize(rgba, pw)
     assert np.array_equal(out[:, :, 3], rgba[:, :, 3])  # alpha untouched
 
 
-def test_given_landmarks_and_bad_input(fp, pw):
+def test_given_landmarks_and_bad_input(protector, pw):
     face, pts = synthetic_face(4)
-    out, rec = fp.anonymize(face, pw, landmarks=[pts])
+    out, rec = protector.anonymize(face, pw, landmarks=[pts])
     assert rec.detector["name"] == "given" and len(rec.faces) == 1
     with pytest.raises(ValueError):
-        fp.anonymize(face, pw, landmarks=[np.zeros((5, 2))])
+        protector.anonymize(face, pw, landmarks=[np.zeros((5, 2))])
     with pytest.raises(TypeError):
-        fp.anonymize(face.astype(np.float32), pw)
+        protector.anonymize(face.astype(np.float32), pw)
     with pytest.raises(ValueError, match="bits"):
-        fp.anonymize(face, Password.from_passphrase("x", 32))
-    empty, rec0 = fp.anonymize(np.full((100, 100, 3), 200, np.uint8), pw)
+        protector.anonymize(face, Password.from_passphrase("x", 32))
+    empty, rec0 = protector.anonymize(np.full((100, 100, 3), 200, np.uint8), pw)
     assert rec0.faces == [] and np.array_equal(empty, np.full((100, 100, 3), 200, np.uint8))
 
 
 def test_original_checkpoint_uses_casia_framing(orig_ckpt, pw):
     model = InferenceModel(orig_ckpt)
     assert model.original_format and model.img_size == 128 and model.passwd_length == 16
-    fp = FaceProtector(model)
-    assert fp.framing_source == "casia-default"
-    assert np.allclose(fp.mean_landmarks, CASIA_MEAN_LANDMARKS.numpy())
+    protector = FaceProtector(model)
+    assert protector.framing_source == "casia-default"
+    assert np.allclose(protector.mean_landmarks, CASIA_MEAN_LANDMARKS.numpy())
     face, pts = synthetic_face(2)
-    out, rec = fp.anonymize(face, pw, landmarks=[pts])
+    out, rec = protector.anonymize(face, pw, landmarks=[pts])
     assert rec.framing["source"] == "casia-default" and rec.checkpoint["img_size"] == 128
     assert (out != face).any()
     user = FaceProtector(model, mean_landmarks=np.asarray(CASIA_MEAN_LANDMARKS) * 1.1)
     assert user.framing_source == "user"
 
 
-def test_results_do_not_depend_on_the_batch(fp, pw):
+def test_results_do_not_depend_on_the_batch(protector, pw):
     scene = two_face_scene()
-    faces, _ = fp.find_faces(scene)
-    ms = [fp.transform(f.points) for f in faces]
-    crops = cut_crops(scene, ms, fp.size)
-    together = fp.generate(crops, [pw, pw], inverse=False)
-    alone = fp.generate(crops[1:], [pw], inverse=False)
+    faces, _ = protector.find_faces(scene)
+    ms = [protector.transform(f.points) for f in faces]
+    crops = cut_crops(scene, ms, protector.size)
+    together = protector.generate(crops, [pw, pw], inverse=False)
+    alone = protector.generate(crops[1:], [pw], inverse=False)
     assert np.abs(together[1] - alone[0]).max() < 1e-3

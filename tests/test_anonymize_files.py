@@ -84,9 +84,9 @@ def test_png_output_is_lossless_outside_faces(ckpt, tmp_path, capsys):
     assert photo.record is not None and len(photo.record.faces) == 1
     from protect.frame import face_region
     from protect.protector import FaceProtector
-    fp = FaceProtector(str(ckpt))
+    protector = FaceProtector(str(ckpt))
     ys, xs, w = face_region(photo.native.shape[:2], np.asarray(photo.record.faces[0]["transform"]).reshape(2, 3),
-                            fp.mask)
+                            protector.mask)
     outside = np.ones(photo.native.shape[:2], bool)
     outside[ys, xs] = w == 0
     assert np.array_equal(photo.native[outside], astronaut_head()[outside])
@@ -95,7 +95,7 @@ def test_png_output_is_lossless_outside_faces(ckpt, tmp_path, capsys):
     rec_path = tmp_path / "rec.png"
     assert cli(dst, "-o", rec_path, "--recover", "--password-env", "FIT_PW", "--fp32", ckpt=ckpt) == 0
     from models.passwords import Password
-    api = fp.recover(photo.native, photo.record, Password.from_passphrase("tall ship and a star", 16))
+    api = protector.recover(photo.native, photo.record, Password.from_passphrase("tall ship and a star", 16))
     assert np.array_equal(load_photo(str(rec_path)).native, api)
     assert PNG_KEY not in Image.open(rec_path).text  # recovered files carry no record
     # a wrong password is not an error: another face

@@ -295,12 +295,12 @@ def test_a_video_record_with_too_many_faces_per_frame_is_refused(ckpt, tmp_path)
     from protect.video import VideoOptions, protect_video
     from protect.video_io import write_video_with_tone
     video = write_video_with_tone(str(tmp_path / "v.mp4"), [np.zeros((64, 96, 3), np.uint8)] * 4, 12, acodec=None)
-    fp = FaceProtector(ckpt)
-    rec = fp.record("video", "shared", fp.detector_info())
+    protector = FaceProtector(ckpt)
+    rec = protector.record("video", "shared", protector.detector_info())
     track = {"key": 0, "first_frame": 0, "transforms": [[1.0, 0, 0, 0, 1.0, 0]] * 4, "detected": [0]}
     rec.tracks = [dict(track, key=k) for k in range(7)]  # 7 faces at once; 3 x 2 of 32 px fit 96 x 64
     with pytest.raises(RecordError, match="lists 7 faces, but at most 6"):
-        protect_video(fp, video, str(tmp_path / "o.mp4"), Password.from_passphrase("x", 16), recover=True,
+        protect_video(protector, video, str(tmp_path / "o.mp4"), Password.from_passphrase("x", 16), recover=True,
                       record=rec, options=VideoOptions(progress=False))
     assert not (tmp_path / "o.mp4").exists()
 
@@ -414,14 +414,14 @@ def test_two_minute_path_real_photos_there_and_back(ckpt, tmp_path, capsys):
     from protect.frame import face_region
     from protect.protector import FaceProtector
     from protect.record import read_sidecar
-    fp = FaceProtector(str(ckpt))
+    protector = FaceProtector(str(ckpt))
     faces = 0
     for name, img in originals.items():
         anon = load_photo(str(tmp_path / "anon" / name))
         record = anon.record or read_sidecar(str(tmp_path / "anon" / name))
         outside = np.ones(img.shape[:2], bool)
         for f in record.faces:
-            ys, xs, w = face_region(img.shape[:2], np.asarray(f["transform"]).reshape(2, 3), fp.mask)
+            ys, xs, w = face_region(img.shape[:2], np.asarray(f["transform"]).reshape(2, 3), protector.mask)
             outside[ys, xs] &= w == 0
         faces += len(record.faces)
         back = load_photo(str(tmp_path / "back" / name)).native

@@ -88,10 +88,10 @@ class Blinking(FaceDetector):
 
 
 def test_video_keeps_frames_timing_audio_and_recovers(ckpt, video, tmp_path):
-    fp = FaceProtector(ckpt, Blinking(missed={6, 7, 8, 9}))
+    protector = FaceProtector(ckpt, Blinking(missed={6, 7, 8, 9}))
     pw = FacePasswords.per_face("holiday video", 16)
     out = str(tmp_path / "anon.mp4")
-    res = protect_video(fp, video, out, pw, options=QUIET)
+    res = protect_video(protector, video, out, pw, options=QUIET)
     src, info = frames_of(video)
     anon, oinfo = frames_of(out)
     assert res.frames == len(src) == len(anon) == 24 and res.tracks == 1 and res.face_frames == 24
@@ -109,21 +109,21 @@ def test_video_keeps_frames_timing_audio_and_recovers(ckpt, video, tmp_path):
     assert np.abs(anon[:, :40, -40:].astype(int) - src[:, :40, -40:].astype(int)).max() <= 12  # codec noise only
 
     back = str(tmp_path / "back.mp4")
-    protect_video(fp, out, back, pw, recover=True, record=rec, options=QUIET)
+    protect_video(protector, out, back, pw, recover=True, record=rec, options=QUIET)
     wrong = str(tmp_path / "wrong.mp4")
-    protect_video(fp, out, wrong, FacePasswords.per_face("other", 16), recover=True, record=rec, options=QUIET)
+    protect_video(protector, out, wrong, FacePasswords.per_face("other", 16), recover=True, record=rec, options=QUIET)
     rb, _ = frames_of(back)
     rw, _ = frames_of(wrong)
     assert len(rb) == 24 and audio_packets(back) == audio_packets(video)
     from protect.frame import cut_crops
-    anon_crops = cut_crops(anon[3], [np.asarray(rec.tracks[0]["transforms"][3]).reshape(2, 3)], fp.size)
-    direct = fp.generate(anon_crops, [pw.for_key(0)], inverse=True)
-    got = cut_crops(rb[3], [np.asarray(rec.tracks[0]["transforms"][3]).reshape(2, 3)], fp.size)
-    got_wrong = cut_crops(rw[3], [np.asarray(rec.tracks[0]["transforms"][3]).reshape(2, 3)], fp.size)
+    anon_crops = cut_crops(anon[3], [np.asarray(rec.tracks[0]["transforms"][3]).reshape(2, 3)], protector.size)
+    direct = protector.generate(anon_crops, [pw.for_key(0)], inverse=True)
+    got = cut_crops(rb[3], [np.asarray(rec.tracks[0]["transforms"][3]).reshape(2, 3)], protector.size)
+    got_wrong = cut_crops(rw[3], [np.asarray(rec.tracks[0]["transforms"][3]).reshape(2, 3)], protector.size)
     to255 = lambda t: (t.permute(0, 2, 3, 1).numpy() + 1) * 127.5  # noqa: E731
     assert np.abs(to255(got) - direct).mean() < 0.5 * np.abs(to255(got_wrong) - direct).mean()
     with pytest.raises(RecordError, match="does not match this file"):
-        protect_video(fp, video, str(tmp_path / "x.mp4"), pw, recover=True, record=rec, options=QUIET)
+        protect_video(protector, video, str(tmp_path / "x.mp4"), pw, recover=True, record=rec, options=QUIET)
 
 
 @pytest.mark.slow  # three videos through the command line

@@ -1,10 +1,10 @@
 """The dataset class shared by every face dataset: listed images, identity labels, five landmarks.
 
-An item is the project's dict (team notes, "Shared data conventions"): `image` (3, S, S) float32 in
-[-1, 1] after a bicubic resize to img_size, `label` int64 (-1 when unknown), `landmarks` (5, 2)
-float32 normalised to the source frame (x / (W / 2) - 1, y / (H / 2) - 1; NaN when unknown),
-`index` int64 and `path` (relative to the dataset's image folder). When a crop box is given (LFW_CROP)
-the crop is the source frame. Decoding and resizing happen in the loader's worker processes.
+An item is the project's dict: `image` (3, S, S) float32 in [-1, 1] after a bicubic resize to
+img_size, `label` int64 (-1 when unknown), `landmarks` (5, 2) float32 normalised to the source frame
+(x / (W / 2) - 1, y / (H / 2) - 1; NaN when unknown), `index` int64 and `path` (relative to the
+dataset's image folder). When a crop box is given (LFW_CROP) the crop is the source frame.
+Decoding and resizing happen in the loader's worker processes.
 """
 from __future__ import annotations
 

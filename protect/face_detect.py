@@ -8,7 +8,7 @@ mouth corner, right mouth corner; "left" = smaller x in the image), so detectors
 so nothing is downloaded at run time. The five points come from dlib's 68-point predictor: eye
 centres are the means of the six eye-contour points, the nose tip is point 30, the mouth corners are
 points 48 and 54. Landmarks are always fitted on the full-resolution image, even when the box was
-found on a downscaled copy (``max_side``), because the predictor is cheap (~2 ms) and the box is not.
+found on a downscaled copy (``max_side``), because the predictor is cheap and the box is not.
 """
 from __future__ import annotations
 
@@ -204,8 +204,8 @@ def predictor68():
 class DlibDetector(FaceDetector):
     """dlib face detector + 68-point landmarks reduced to five points.
 
-    model: ``"hog"`` (fast: ~15 ms on 512x512 at upsample 0; frontal and mildly turned faces) or
-        ``"cnn"`` (mmod; ~1.2 s on 512x512 on 2 CPU cores; more poses and harder light).
+    model: ``"hog"`` (fast; frontal and mildly turned faces) or ``"cnn"`` (mmod; far slower; more
+        poses and harder light).
     upsample: image doublings before detection. HOG's window is 80 px, so upsample 0 finds faces of
         about 80 px and larger, 1 about 40 px, 2 about 20 px (4x the time per step). It also finds
         more false positives, so raise it only when small faces matter.

@@ -2,8 +2,8 @@
 
 Coordinates. Image and crop points are pixel-index coordinates (the centre of pixel column j is
 x = j), the convention of dlib's landmarks and of ``cv2.warpAffine``. A checkpoint's mean landmarks
-are normalised to its training frame (x_n = x / (S / 2) - 1, see the team notes), so in an S x S
-crop they sit at ``(x_n + 1) * S / 2 - 0.5`` -- the same conversion ``models/alignment.py`` makes.
+are normalised to its training frame (x_n = x / (S / 2) - 1), so in an S x S crop they sit at
+``(x_n + 1) * S / 2 - 0.5`` -- the same conversion ``models/alignment.py`` makes.
 
 * ``face_transform``: the least-squares similarity (rotation, uniform scale, shift; no reflection)
   taking a face's five points onto the mean points of the crop. It is a 2x3 matrix mapping image

@@ -147,8 +147,8 @@ class FaceProtector:
     amp: bf16 autocast for G (faster on CPUs with AMX and on GPUs; output differs by about one level).
     batch_size: faces per generator call (results never depend on it: in eval mode G normalises with
         its tracked inference statistics, or each image beside its complement-password twin;
-        models/networks.py). 4 is fastest for the paper's generator on the project's 2-core CPU. On
-        the CPU the model's G is switched to channels_last (faster oneDNN convolutions, same results).
+        models/networks.py). On the CPU the model's G is switched to channels_last (faster oneDNN
+        convolutions, same results).
     blend: "crop" (the whole crop, feathered outside it: recovery re-cuts what G made) or "face" (a
         feathered ellipse over the face only: fewer pixels change); protect/frame.py.
     """

@@ -39,7 +39,7 @@ STAGES = ("decode", "detect", "track", "transform", "generate", "blend", "encode
 @dataclass
 class VideoOptions:
     """detect_every: run the detector on every N-th frame (tracks interpolate the rest; 2 halves the
-    detector's share of the time, which a 2-core CPU needs to reach 5 frames/s at 720p).
+    detector's share of the time).
     max_gap_s: longest detection gap (seconds) bridged inside one track. hold_s: how long a track's
     first/last position is held before/after it. smooth_s: landmark smoothing window (seconds).
     batch_frames: frames whose faces go through G together. crf: encoder quality (0: lossless x264)."""

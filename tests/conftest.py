@@ -8,10 +8,9 @@ import torch
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """One intra-op thread for a module's tests: the test networks are tiny, and while other
-    processes keep a 2-core machine busy, OpenMP's threads wait on each other and a tiny generator
-    call takes 5-10x longer; one thread is fast and steady. Subprocesses get OMP_NUM_THREADS=1 from
-    the tests that start them."""
+    """One intra-op thread for a module's tests: the test networks are tiny, and on a busy machine
+    OpenMP's threads wait on each other; one thread is fast and steady. Subprocesses get
+    OMP_NUM_THREADS=1 from the tests that start them."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # a full training step of the paper's networks: about a minute on 2 cores
+pytestmark = pytest.mark.slow  # a full training step of the paper's networks
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -51,8 +51,8 @@ def run(tmp_path, sync: bool) -> bool:
     try:
         mp.spawn(_worker, args=(2, _free_port(), out, sync), nprocs=2, join=True)
     except mp.ProcessExitedException:
-        # gloo's loopback rendezvous now and then aborts a process on this 2-core machine (about one
-        # run in six, inside gloo's threads); a second, fresh group shows whether the code is at fault
+        # gloo's loopback rendezvous now and then aborts a process on a busy machine (inside gloo's
+        # threads); a second, fresh group shows whether the code is at fault
         mp.spawn(_worker, args=(2, _free_port(), out, sync), nprocs=2, join=True)
     return torch.load(out, weights_only=True)["same"]
 

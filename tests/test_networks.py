@@ -8,7 +8,7 @@ from models import Networks, build_generator, build_password_classifier
 from models.networks import MultiscaleSeparatedDiscriminator
 from utils.config import make_config
 
-# A copy of shared/reference/original_state_dicts.txt: names and shapes of the authors' published files.
+# The names and shapes of the parameters in the authors' published checkpoint files.
 REF = os.path.join(os.path.dirname(__file__), "data", "original_state_dicts.txt")
 
 

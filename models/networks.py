@@ -1,7 +1,7 @@
 """Generator G, discriminator D and password classifier Q of the paper, plus norms, init and GAN loss.
 
 Module layouts are chosen so that ``state_dict`` names and shapes equal the authors' published
-checkpoints (see shared/reference/original_state_dicts.txt): Sequential indices count the padding,
+checkpoints (listed in tests/data/original_state_dicts.txt): Sequential indices count the padding,
 activation and pooling layers exactly as the original networks do.
 """
 from __future__ import annotations

@@ -19,7 +19,8 @@ import torch
 import datasets
 import evaluate
 from metrics import attack as atk
-from metrics.evaluation import G_VIEWS, ORIGINAL, Options, run, view_passwords
+from metrics.evaluation import Options, run, view_passwords
+from metrics.views import G_VIEWS, ORIGINAL
 from metrics.baselines import BASELINES
 from models import Networks
 from models.passwords import complement
@@ -77,7 +78,8 @@ def check_every_figure(data, recognisers):
     for r in recognisers:
         expected += [("recogniser", m, ORIGINAL, r) for m in
                      ("true_match_rate", "true_non_match_rate", "balanced_accuracy", "auc", "rank1_leave_one_out")]
-        for pair in ("anonymized vs second anonymization", "wrong recovery 1 vs wrong recovery 2"):
+        for pair in ("anonymized vs second anonymization", "wrong recovery 1 vs wrong recovery 2",
+                     "wrong recovery 1 (M as JPEG q95) vs wrong recovery 2 (M as JPEG q95)"):
             expected += [("diversity", m, pair, r) for m in ("different_rate", "mean_distance")]
     missing = [k for k in expected if k not in figs]
     assert not missing, missing

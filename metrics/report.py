@@ -15,6 +15,7 @@ from utils.fileio import atomic_save_image, atomic_write_bytes, atomic_write_tex
 
 from .attack import exhaust_time, human_duration
 from .baselines import BASELINES
+from .views import DIVERSITY_PAIRS, G_VIEWS
 
 EXHAUST_BITS = (16, 32, 64)
 CURVE_VIEWS = ("anonymized", "recovered", "wrong recovery 1", "blur sigma=side/16", "pixelation block=side/8",
@@ -92,9 +93,7 @@ def tables(figures, infos, protocol) -> list[tuple[str, list[str], list[list[str
                      _fmt(v("rank1_leave_one_out"), 1)])
     out.append(("Recognisers on test originals (can they tell the identities apart?)", head, rows))
 
-    views = [v for v in ("anonymized", "second anonymization", "recovered", "recovered (M as JPEG q95)",
-                         "recovered (M as JPEG q75)", "wrong recovery 1", "wrong recovery 2")]
-    views += [bl.name for bl in BASELINES]
+    views = list(G_VIEWS) + [bl.name for bl in BASELINES]
     fid = any(f["metric"] == "fid" for f in figures)
     head = ["view", "PSNR dB", "SSIM", "MS-SSIM", "face detected"] + (["FID"] if fid else [])
     for r in recs:
@@ -115,7 +114,7 @@ def tables(figures, infos, protocol) -> list[tuple[str, list[str], list[list[str
 
     head = ["pair"] + [f"different people ({r})" for r in recs] + [f"mean distance ({r})" for r in recs]
     rows = []
-    for a, b in (("anonymized", "second anonymization"), ("wrong recovery 1", "wrong recovery 2")):
+    for a, b in DIVERSITY_PAIRS:
         pair = f"{a} vs {b}"
         rows.append([pair] + [_fmt(_get(figures, "diversity", "different_rate", pair, r), 1) for r in recs]
                     + [_fmt(_get(figures, "diversity", "mean_distance", pair, r)) for r in recs])
@@ -236,7 +235,8 @@ def write_report(out, protocol, figures, infos, curves, attack, skipped, m, opts
     data = {"protocol": protocol, "recognisers": infos, "figures": figures, "attack": a,
             "password_advice": password_advice(a) if a else None, "skipped": skipped,
             "definitions": {"M": "G(I, p)", "M2": "G(I, p2)", "R": "G(M, ~p)", "WR1, WR2": "G(M, w1), G(M, w2)",
-                            "recovered (M as JPEG qQ)": "G(JPEG_Q(M), ~p)"}}
+                            "recovered (M as JPEG qQ)": "G(JPEG_Q(M), ~p)", "anonymized (JPEG qQ)": "JPEG_Q(M)",
+                            "wrong recovery k (M as JPEG qQ)": "G(JPEG_Q(M), wk)"}}
     atomic_write_text(os.path.join(out, "metrics.json"), json.dumps(data, indent=1, default=float) + "\n")
 
     all_tables = tables(figures, infos, protocol) + ([attack_table(a)] if a else [])

@@ -20,7 +20,8 @@ import datasets
 import evaluate
 from metrics import attack as atk
 from metrics.baselines import BASELINES
-from metrics.evaluation import G_VIEWS, ORIGINAL, Options, run, view_passwords
+from metrics.evaluation import Options, run, view_passwords
+from metrics.views import G_VIEWS, ORIGINAL
 from models import Networks
 from models.passwords import complement
 from results.inference_pages import Runner
@@ -79,7 +80,8 @@ def check_every_figure(data, recognisers):
     for r in recognisers:
         expected += [("recogniser", m, ORIGINAL, r) for m in
                      ("true_match_rate", "true_non_match_rate", "balanced_accuracy", "auc", "rank1_leave_one_out")]
-        for pair in ("anonymized vs second anonymization", "wrong recovery 1 vs wrong recovery 2"):
+        for pair in ("anonymized vs second anonymization", "wrong recovery 1 vs wrong recovery 2",
+                     "wrong recovery 1 (M as JPEG q95) vs wrong recovery 2 (M as JPEG q95)"):
             expected += [("diversity", m, pair, r) for m in ("different_rate", "mean_distance")]
     missing = [k for k in expected if k not in figs]
     assert not missing, missing
@@ -227,3 +229,21 @@ def test_bad_input_is_a_one_line_error(tiny, tmp_path, capsys):
     assert evaluate.main(["--checkpoint", tiny.ckpt, "--max-images", "0"] + base) == 2
     assert "--max-images" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_progress_plots_the_target_figures_of_several_evaluations(evaluated, tmp_path, capsys):
+    from metrics import progress
+
+    out = tmp_path / "progress.png"
+    assert progress.main([evaluated.out, evaluated.out, "--out", str(out), "--recogniser", "small"]) == 0
+    printed = capsys.readouterr().out
+    rows = [line for line in printed.splitlines() if line.startswith("| 0 |")]  # iteration 0, twice
+    assert len(rows) == 2 and rows[0] == rows[1]
+    figs = figures_by_key(evaluated.data)
+    deid = figs[("identity", "deid_rate", "anonymized", "small")]["value"]
+    assert f"{deid:.1%}" in rows[0] and "| target |" in printed
+    assert Image.open(out).size[0] > 600
+    # an existing plot is never replaced
+    before = out.read_bytes()
+    assert progress.main([evaluated.out, "--out", str(out)]) == 2
+    assert out.read_bytes() == before

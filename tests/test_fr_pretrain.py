@@ -1,6 +1,7 @@
 """Pre-training of the face recogniser (fr_pretrain_epochs): it learns the training identities, it
 runs only on a fresh run, and what it learned is what the training run starts from."""
 import os
+import re
 
 import pytest
 import torch
@@ -59,6 +60,8 @@ def test_the_run_starts_from_the_pretrained_recogniser_and_resume_does_not_pretr
         torch.testing.assert_close(p, spy.weights[n], rtol=0, atol=0)
     log = open(os.path.join(trainer.run_dir, "log.txt")).read()
     assert "FR pre-training: epoch 6/6" in log
+    # the step's speed and how long it waited for its batch: a stalling loader shows in the log
+    assert re.search(r"iter 1 \([\d.]+ s/it, [\d.]+ img/s, waiting for data [\d.]+ s/it\)", log), log
     latest = os.path.join(trainer.run_dir, "checkpoint_latest.pth.tar")
     training.trainer.Trainer(changed(cfg, FR_lr=0.0, resume=latest, max_iters=2)).run()
     assert len(calls) == 1

@@ -443,8 +443,10 @@ class Trainer:
                         sec_per_it = (now - last_logged) / count
                         wait_per_it = data_wait / count
                         sums, count, last_logged, data_wait = {}, 0, now, 0.0
-                        self.log(f"epoch {self.epoch} iter {it} ({sec_per_it:.2f} s/it, waiting for data "
-                                 f"{wait_per_it:.3f} s/it): " +
+                        speed = f"{sec_per_it:.2f} s/it, {cfg.batch_size / sec_per_it:.1f} img/s"
+                        if self.device.type == "cuda":
+                            speed += f", peak memory {torch.cuda.max_memory_allocated(self.device) / 2**30:.2f} GiB"
+                        self.log(f"epoch {self.epoch} iter {it} ({speed}, waiting for data {wait_per_it:.3f} s/it): " +
                                  " ".join(f"{k} {v:.4f}" for k, v in avg.items()), console=False)
                         self.log.losses_line(self.epoch, it, now - start, avg)
                         bar.set_postfix(G=f"{avg['G']:.3f}", D=f"{avg['D']:.3f}", recon=f"{avg['recon']:.3f}")

@@ -27,10 +27,17 @@ from tqdm import tqdm
 import datasets
 from datasets.loader import worker_init
 from models import Networks
-from models.networks import inference_stats, load_inference_stats
 from models.objective import Objective
 from training import distributed
-from training.checkpoint import FORMAT, CheckpointError, load_checkpoint, load_state_strict, save_checkpoint
+from training.checkpoint import (
+    CheckpointError,
+    check_training_checkpoint,
+    load_checkpoint,
+    load_state_strict,
+    restore_training_state,
+    save_checkpoint,
+    training_state,
+)
 from training.fr_pretrain import pretrain_face_recognizer
 from training.heldout import ViewPasswords, evaluate, format_evaluation, views
 from utils.config import Config, ConfigError, dump_yaml
@@ -203,10 +210,7 @@ class Trainer:
         resume_state = None
         if cfg.resume:
             resume_state = load_checkpoint(cfg.resume, map_location=self.device)
-            missing = [f"state_dict_{n}" for n in ("G", "D", "Q", "FR") if f"state_dict_{n}" not in resume_state]
-            if missing:
-                raise CheckpointError(f"{cfg.resume}: not a training checkpoint (no {', '.join(missing)}); "
-                                      "resume from a checkpoint_*.pth.tar that main_train.py saved")
+            check_training_checkpoint(resume_state, cfg.resume)
         torch.manual_seed(cfg.seed + self.dist.rank)
         if cfg.batch_size % self.dist.world_size:
             raise ConfigError(f"config: batch_size {cfg.batch_size} is the total over {self.dist.world_size} "
@@ -276,18 +280,8 @@ class Trainer:
 
     # ---- checkpoints ----
     def state(self) -> dict:
-        st = {"format": FORMAT, "epoch": self.epoch, "iter": self.iter_in_epoch, "global_iter": self.global_iter,
-              "config": dict(self.cfg), "mean_landmarks": self.mean_landmarks,
-              "objective": self.objective.state_dict(),
-              "rng": {"torch": torch.get_rng_state(),
-                      "cuda": (torch.stack(torch.cuda.get_rng_state_all()) if torch.cuda.is_available()
-                               else torch.empty(0))}}
-        for n in ("G", "D", "Q", "FR"):
-            st["state_dict_" + n] = getattr(self.nets, n).state_dict()
-        st["inference_stats_G"] = inference_stats(self.nets.G)
-        obj = st["objective"]
-        st["optimizer_G"], st["optimizer_D"] = obj.pop("optimizer_G"), obj.pop("optimizer_D")
-        return st
+        return training_state(self.nets, self.objective, epoch=self.epoch, iter_in_epoch=self.iter_in_epoch,
+                              global_iter=self.global_iter, config=self.cfg, mean_landmarks=self.mean_landmarks)
 
     def save(self, final: bool = False) -> str | None:
         if not self.dist.main:
@@ -316,31 +310,10 @@ class Trainer:
     def resume(self, path: str, ckpt: dict | None = None) -> None:
         if ckpt is None:
             ckpt = load_checkpoint(path, map_location=self.device)
-        for n in ("G", "D", "Q", "FR"):
-            key = "state_dict_" + n
-            if key not in ckpt:
-                raise CheckpointError(f"{path}: no {key}; not a training checkpoint")
-            load_state_strict(getattr(self.nets, n), ckpt[key], key, path)
-        if ckpt.get("inference_stats_G"):
-            load_inference_stats(self.nets.G, ckpt["inference_stats_G"])
-        if ckpt.get("format") == FORMAT:
-            obj = dict(ckpt["objective"], optimizer_G=ckpt["optimizer_G"], optimizer_D=ckpt["optimizer_D"])
-            self.objective.load_state_dict(obj)
-            torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-            if torch.cuda.is_available() and ckpt["rng"]["cuda"].numel():
-                torch.cuda.set_rng_state_all(list(ckpt["rng"]["cuda"].cpu()))
-            self.epoch, self.iter_in_epoch = int(ckpt["epoch"]), int(ckpt["iter"])
-            self.global_iter = int(ckpt["global_iter"])
-            if "mean_landmarks" in ckpt:
-                self.mean_landmarks = ckpt["mean_landmarks"].cpu()
-        else:  # the authors' format: networks and optimizers, next epoch
-            for key, opt in (("optimizer_G", self.objective.opt_G), ("optimizer_D", self.objective.opt_D)):
-                if key in ckpt:
-                    try:
-                        opt.load_state_dict(ckpt[key])
-                    except ValueError as e:
-                        self.log(f"note: {key} of {path} not loaded ({e}); the optimizer starts fresh")
-            self.epoch, self.iter_in_epoch = int(ckpt.get("epoch", -1)) + 1, 0
+        at = restore_training_state(ckpt, self.nets, self.objective, path, self.log)
+        self.epoch, self.iter_in_epoch, self.global_iter = at.epoch, at.iter_in_epoch, at.global_iter
+        if at.mean_landmarks is not None:
+            self.mean_landmarks = at.mean_landmarks
         per_epoch = batches_per_epoch(len(self.train_set), self.batch, self.dist.world_size)
         if self.iter_in_epoch >= per_epoch:
             self.epoch, self.iter_in_epoch = self.epoch + 1, 0

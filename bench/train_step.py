@@ -67,7 +67,7 @@ def bench(device: torch.device, amp: str, batch: int, size: int, steps: int, war
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        logs = obj.step(data)
+        logs = obj.step(data).losses
         sync(device)
         times.append(time.perf_counter() - t0)
     assert torch.isfinite(logs["G"]).item() and torch.isfinite(logs["D"]).item()

@@ -342,16 +342,17 @@ class Trainer:
             "val": ResultsSite(os.path.join(self.run_dir, "test_web"), f"{self.cfg.name}: validation", losses)}
         self.vis = Visualizer.from_config(self.cfg, self.run_dir, log=lambda m: self.log(m))
 
-    def training_images(self, batch: dict, n: int = 4) -> dict:
-        """The last step's images (training mode, as the objective saw them), as uint8 columns."""
-        fake = self.objective.last_fake
+    @staticmethod
+    def training_images(batch: dict, fake: dict, n: int = 4) -> dict:
+        """A step's batch and the images it generated (``StepResult.images``: training mode, as the
+        objective saw them), as uint8 columns."""
         imgs = [batch["image"][:n]] + [fake[k][:n] for k in ("M", "M2", "R", "WR1", "WR2")]
         return {c: to_uint8(x) for c, x in zip(TRAIN_COLUMNS, imgs)}
 
-    def pages(self, batch: dict) -> None:
+    def pages(self, batch: dict, fake: dict) -> None:
         if not self.dist.main:
             return
-        self.sites["train"].add_page(self.epoch, self.global_iter, self.training_images(batch))
+        self.sites["train"].add_page(self.epoch, self.global_iter, self.training_images(batch, fake))
         if self.val_images is not None:
             G = self.nets.G
             G.eval()
@@ -403,11 +404,11 @@ class Trainer:
                     data_wait += time.perf_counter() - t_wait
                     if batch is None:
                         break
-                    logs = self.objective.step(batch)
+                    step = self.objective.step(batch)
                     self.iter_in_epoch += 1
                     self.global_iter += 1
                     bar.update(1)
-                    sums = {k: sums.get(k, 0) + v for k, v in logs.items()}
+                    sums = {k: sums.get(k, 0) + v for k, v in step.losses.items()}
                     count += 1
                     it = self.global_iter
                     if it % cfg.print_freq == 0 or it == total_iters:
@@ -426,9 +427,9 @@ class Trainer:
                     timed_out = bool(cfg.time_limit_min) and (time.time() - start) > cfg.time_limit_min * 60
                     last = it >= total_iters or timed_out or self.stop_requested
                     if self.dist.main and (it % cfg.html_freq == 0 or last):  # a cut-short run has pages too
-                        self.pages(batch)
+                        self.pages(batch, step.images)
                     if self.vis and it % cfg.display_freq == 0:
-                        self.vis.show_images(self.training_images(batch), title="training batch")
+                        self.vis.show_images(self.training_images(batch, step.images), title="training batch")
                     if self.iter_in_epoch % ckpt_every == 0 and self.iter_in_epoch < per_epoch:
                         self.save()
                     if last:

@@ -29,6 +29,7 @@ from training.distributed import use_bf16
 from . import Networks
 from .alignment import alignment_theta, warp_to_crop
 from .image_pool import ImagePool
+from .memory_format import format_images
 from .networks import GANLoss
 from .passwords import StepPasswords, digits, draw_step_passwords, encode
 from .sphereface import AngleLoss
@@ -119,7 +120,7 @@ class Objective:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     def _fmt(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return format_images(x, self.channels_last)
 
     def pw_vector(self, bits: torch.Tensor) -> torch.Tensor:
         return encode(bits, self.cfg["use_minus_one"]).to(self.device, non_blocking=True)

@@ -27,6 +27,7 @@ from tqdm import tqdm
 import datasets
 from datasets.loader import worker_init
 from models import Networks
+from models.memory_format import format_networks
 from models.objective import Objective
 from training import distributed
 from training.checkpoint import (
@@ -245,8 +246,7 @@ class Trainer:
         self.nets = Networks(cfg, num_classes)
         load_pretrained_fr(cfg, self.nets, self.log)
         self.nets.to(self.device)
-        if cfg.channels_last:
-            self.nets.to(memory_format=torch.channels_last)
+        format_networks(self.nets, cfg.channels_last)
         if cfg.fr_pretrain_epochs and not cfg.resume:  # a resumed run has its FR in the checkpoint
             pretrain_face_recognizer(cfg, self.nets.FR, self.train_set, self.device, self.log)
         sync = distributed.average_gradients if self.dist.world_size > 1 else None

@@ -208,23 +208,44 @@ class Trainer:
         self.device = self.dist.device
         # Inputs first: nothing is written (run folder, config, logs) until everything is checked,
         # the checkpoint to resume from above all, whose folder the run continues in.
-        resume_state = None
-        if cfg.resume:
-            resume_state = load_checkpoint(cfg.resume, map_location=self.device)
-            check_training_checkpoint(resume_state, cfg.resume)
+        resume_state = self._check_resume()
         torch.manual_seed(cfg.seed + self.dist.rank)
-        if cfg.batch_size % self.dist.world_size:
-            raise ConfigError(f"config: batch_size {cfg.batch_size} is the total over {self.dist.world_size} "
-                              "processes and must divide evenly")
-        self.batch = cfg.batch_size // self.dist.world_size
+        self.batch = self._batch_per_process()
         self.stop_requested = False
         self.run_dir = os.path.dirname(os.path.abspath(cfg.resume)) if cfg.resume else None
         self.log = RunLog(None, enabled=self.dist.main)  # kept in memory until the run folder is written
         precision = "bf16" if distributed.use_bf16(cfg.amp, self.device) else "fp32"
         self.log(f"device: {self.device}, processes: {self.dist.world_size}, batch {self.batch} per process, "
                  f"amp: {cfg.amp} ({precision}), channels_last: {cfg.channels_last}")
+        self._build_data()
+        self._build_networks()
+        self.epoch, self.iter_in_epoch, self.global_iter = 0, 0, 0
+        if cfg.resume:
+            self.resume(cfg.resume, resume_state)
+            del resume_state
+        self.start_run_dir()
+        self.val_images, self.val_pw = self.fixed_validation_batch()
+        self.sites = None
+        self.vis = None
 
-        # data (the main process first, so a synthetic dataset is generated once)
+    def _check_resume(self) -> dict | None:
+        """The checkpoint to resume from, loaded and checked (None for a new run)."""
+        if not self.cfg.resume:
+            return None
+        state = load_checkpoint(self.cfg.resume, map_location=self.device)
+        check_training_checkpoint(state, self.cfg.resume)
+        return state
+
+    def _batch_per_process(self) -> int:
+        cfg, world = self.cfg, self.dist.world_size
+        if cfg.batch_size % world:
+            raise ConfigError(f"config: batch_size {cfg.batch_size} is the total over {world} "
+                              "processes and must divide evenly")
+        return cfg.batch_size // world
+
+    def _build_data(self) -> None:
+        """The three splits (the main process first, so a synthetic dataset is generated once), checked."""
+        cfg = self.cfg
         if self.dist.main:
             self.train_set = datasets.build_dataset(cfg, "train")
         distributed.barrier()
@@ -241,7 +262,10 @@ class Trainer:
         self.mean_landmarks = self.train_set.mean_landmarks()
         self.log(f"train: {self.train_set}; val: {self.val_set}; test: {self.test_set}")
 
-        # networks and objective
+    def _build_networks(self) -> None:
+        """G, D, Q and FR on the device in the configured memory format (FR pretrained or pre-trained
+        here), and the objective that trains them."""
+        cfg = self.cfg
         num_classes = face_recognizer_classes(cfg, self.train_set)
         self.nets = Networks(cfg, num_classes)
         load_pretrained_fr(cfg, self.nets, self.log)
@@ -254,15 +278,6 @@ class Trainer:
         self.log(f"FR classes: {num_classes}; parameters: " + ", ".join(
             f"{n} {sum(p.numel() for p in getattr(self.nets, n).parameters()) / 1e6:.2f}M"
             for n in ("G", "D", "Q", "FR")))
-
-        self.epoch, self.iter_in_epoch, self.global_iter = 0, 0, 0
-        if cfg.resume:
-            self.resume(cfg.resume, resume_state)
-            del resume_state
-        self.start_run_dir()
-        self.val_images, self.val_pw = self.fixed_validation_batch()
-        self.sites = None
-        self.vis = None
 
     def start_run_dir(self) -> None:
         """Everything checked: make the run folder (a resumed run continues in its checkpoint's) and

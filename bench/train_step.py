@@ -22,6 +22,7 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from models import Networks  # noqa: E402
+from models.memory_format import format_networks  # noqa: E402
 from models.objective import Objective  # noqa: E402
 from utils.config import make_config  # noqa: E402
 
@@ -45,9 +46,7 @@ def bench(device: torch.device, amp: str, batch: int, size: int, steps: int, war
     cfg = make_config(config, amp=amp, img_size=size, batch_size=batch, **overrides)
     classes = cfg.fr_num_classes or 256  # a config that sizes FR from its data: any plausible count
     torch.manual_seed(0)
-    nets = Networks(cfg, classes).to(device)
-    if cfg.channels_last:
-        nets = nets.to(memory_format=torch.channels_last)
+    nets = format_networks(Networks(cfg, classes).to(device), cfg.channels_last)
     obj = Objective(cfg, nets, device)
     data = make_batch(batch, size, classes)
     with FlopCounterMode(display=False) as counter:
@@ -67,7 +66,7 @@ def bench(device: torch.device, amp: str, batch: int, size: int, steps: int, war
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        logs = obj.step(data)
+        logs = obj.step(data).losses
         sync(device)
         times.append(time.perf_counter() - t0)
     assert torch.isfinite(logs["G"]).item() and torch.isfinite(logs["D"]).item()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from training.distributed import use_bf16
 from . import Networks
 from .alignment import alignment_theta, warp_to_crop
 from .image_pool import ImagePool
+from .memory_format import format_images
 from .networks import GANLoss
 from .passwords import StepPasswords, digits, draw_step_passwords, encode
 from .sphereface import AngleLoss
@@ -61,12 +63,22 @@ def digit_accuracy(logits: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(-1) == digits(bits)).float().mean()
 
 
+@dataclass(frozen=True)
+class StepResult:
+    """What one step returns: ``losses``, detached loss tensors by name (the loop decides when to read
+    them); ``images``, the five generated batches M, M2, R, WR1, WR2, detached, as the step made them
+    (G in training mode), for the result pages."""
+    losses: dict[str, torch.Tensor]
+    images: dict[str, torch.Tensor]
+
+
 class Objective:
     """Losses, image pools and the two Adam optimizers of a training run.
 
-    ``step(batch, passwords=None)`` runs one D phase and one G phase and returns a dict of detached loss
-    tensors. ``passwords`` fixes p, p2, inv, w1, w2 (a :class:`StepPasswords`); otherwise they are drawn
-    from this objective's own generator (its state is part of :meth:`state_dict`).
+    ``step(batch, passwords=None)`` runs one D phase and one G phase and returns a :class:`StepResult`:
+    the detached loss tensors and the generated images. ``passwords`` fixes p, p2, inv, w1, w2 (a
+    :class:`StepPasswords`); otherwise they are drawn from this objective's own generator (its state is
+    part of :meth:`state_dict`).
     ``grad_sync`` (optional) is called on each list of parameters after backward, before the optimizer
     step: the training script passes an all-reduce there for multi-GPU / multi-node runs.
     """
@@ -108,7 +120,7 @@ class Objective:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     def _fmt(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return format_images(x, self.channels_last)
 
     def pw_vector(self, bits: torch.Tensor) -> torch.Tensor:
         return encode(bits, self.cfg["use_minus_one"]).to(self.device, non_blocking=True)
@@ -146,7 +158,7 @@ class Objective:
         return real, label, grid
 
     # ---- the step --------------------------------------------------------------------------------
-    def step(self, batch: dict, passwords: StepPasswords | None = None) -> dict[str, torch.Tensor]:
+    def step(self, batch: dict, passwords: StepPasswords | None = None) -> StepResult:
         nets = self.nets
         nets.train()
         real, label, grid = self._prepare(batch)
@@ -158,10 +170,10 @@ class Objective:
         set_requires_grad(self.d_params, False)
         with self.autocast():
             fake = self.generate(real, pw)
-        self.last_fake = {k: v.detach() for k, v in fake.items()}  # for result pages
+        images = {k: v.detach() for k, v in fake.items()}
         logs = self.d_phase(real, label, grid, fake)
         logs.update(self.g_phase(real, label, grid, fake, pw))
-        return logs
+        return StepResult(logs, images)
 
     def d_phase(self, real, label, grid, fake) -> dict[str, torch.Tensor]:
         cfg, D = self.cfg, self.nets.D

@@ -50,7 +50,7 @@ def test_one_step_equals_the_spec_written_out(monkeypatch):
         d_grads.update({k: p.grad.clone() for k, p in obj.nets.D.named_parameters()})
         return d_step(*args, **kwargs)
     monkeypatch.setattr(obj.opt_D, "step", capture_d_grads)
-    logs = obj.step(batch, pw)
+    logs = obj.step(batch, pw).losses
 
     I, y = batch["image"], batch["label"]
     enc = lambda bits: encode(bits, "half")  # noqa: E731
@@ -164,7 +164,7 @@ def test_longer_passwords_train(length):
     torch.manual_seed(0)
     cfg = tiny_cfg(passwd_length=length)
     obj = Objective(cfg, Networks(cfg), "cpu")
-    logs = obj.step(tiny_batch())
+    logs = obj.step(tiny_batch()).losses
     assert all(torch.isfinite(v) for v in logs.values())
     assert obj.nets.Q.classifiers.fc_list[f"fc_{length // 4 - 1}"].out_features == 16
 
@@ -173,6 +173,6 @@ def test_bf16_autocast_step_runs_and_returns_tensors():
     torch.manual_seed(0)
     cfg = tiny_cfg(amp="bf16", channels_last=True)
     obj = Objective(cfg, Networks(cfg).to(memory_format=torch.channels_last), "cpu")
-    logs = obj.step(tiny_batch())
+    logs = obj.step(tiny_batch()).losses
     assert all(isinstance(v, torch.Tensor) and v.dim() == 0 and not v.requires_grad for v in logs.values())
     assert all(torch.isfinite(v) for v in logs.values())

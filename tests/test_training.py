@@ -128,7 +128,7 @@ def record_steps(monkeypatch):
 
     def step(self, batch, passwords=None):
         out = original(self, batch, passwords)
-        seen.append({k: v.item() for k, v in out.items()})
+        seen.append({k: v.item() for k, v in out.losses.items()})
         return out
 
     monkeypatch.setattr(Objective, "step", step)

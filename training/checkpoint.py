@@ -6,7 +6,9 @@ A training checkpoint is a dict (loadable with ``torch.load(weights_only=True)``
     epoch, iter       epoch index and batches done in it; global_iter: batches done in the whole run
     state_dict_G, state_dict_D, state_dict_Q, state_dict_FR, optimizer_G, optimizer_D
     objective         image pools, A-Softmax counter, password generator state
-    rng               torch / cuda / numpy / python generator states (as tensors)
+    rng               torch's and cuda's global generator states (as tensors); numpy's and Python's global
+                      generators are not saved: a training step draws nothing from them (the image pools
+                      and the passwords have their own generators, saved under objective)
     inference_stats_G G's normalisation statistics for inference (models/networks.py), kept apart so
                       that state_dict_G keeps the published names
     config            the resolved config (a plain dict)
@@ -14,7 +16,8 @@ A training checkpoint is a dict (loadable with ``torch.load(weights_only=True)``
                       generator was trained on, used to frame faces in the wild
 
 The authors' published checkpoints hold epoch, iter, state_dict_G/D/Q/FR and optimizer_G/D; they load
-too (the generator alone is enough for inference).
+too (the generator alone is enough for inference). This module alone writes and reads that layout:
+``training_state`` builds the dict of a run, ``restore_training_state`` puts it back.
 """
 from __future__ import annotations
 
@@ -22,12 +25,16 @@ import hashlib
 import os
 import re
 import zipfile
+from dataclasses import dataclass
 
 import torch
 
+from models.networks import inference_stats, load_inference_stats
 from utils.fileio import atomic_torch_save
 
 FORMAT = "face-identity-transformer/1"
+NETWORKS = ("G", "D", "Q", "FR")
+OPTIMIZERS = ("optimizer_G", "optimizer_D")  # top-level keys (the authors' names), kept in the objective's state
 
 # The framing of checkpoints that do not record their own (the authors' originals): mean five points of
 # a 250x250 CASIA/LFW-style face image, normalised as x / 125 - 1. How it was obtained (details in
@@ -123,6 +130,74 @@ def _short(items: list, n: int = 6) -> str:
     return f"[{shown}{more}]"
 
 
+# ---- training checkpoints ------------------------------------------------------------------------
+
+@dataclass
+class TrainingPosition:
+    """Where a restored run continues: ``iter_in_epoch`` batches of ``epoch`` done, ``global_iter`` in all;
+    ``mean_landmarks`` when the checkpoint records its framing (None: keep the training set's)."""
+    epoch: int
+    iter_in_epoch: int
+    global_iter: int
+    mean_landmarks: torch.Tensor | None = None
+
+
+def check_training_checkpoint(ckpt: dict, path: str) -> None:
+    """A checkpoint to resume from holds all four networks."""
+    missing = [f"state_dict_{n}" for n in NETWORKS if f"state_dict_{n}" not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: not a training checkpoint (no {', '.join(missing)}); "
+                              "resume from a checkpoint_*.pth.tar that main_train.py saved")
+
+
+def training_state(nets, objective, *, epoch: int, iter_in_epoch: int, global_iter: int, config: dict,
+                   mean_landmarks: torch.Tensor) -> dict:
+    """The checkpoint of a training run (the layout in this module's docstring)."""
+    st = {"format": FORMAT, "epoch": epoch, "iter": iter_in_epoch, "global_iter": global_iter,
+          "config": dict(config), "mean_landmarks": mean_landmarks,
+          "objective": objective.state_dict(), "rng": _rng_state()}
+    for n in NETWORKS:
+        st["state_dict_" + n] = getattr(nets, n).state_dict()
+    st["inference_stats_G"] = inference_stats(nets.G)
+    for key in OPTIMIZERS:  # top-level, where the authors' checkpoints have them
+        st[key] = st["objective"].pop(key)
+    return st
+
+
+def restore_training_state(ckpt: dict, nets, objective, path: str, log=print) -> TrainingPosition:
+    """Load a checkpoint of ours (everything: the run continues exactly) or of the authors (networks and
+    optimizers; the run starts the next epoch) into ``nets`` and ``objective``."""
+    check_training_checkpoint(ckpt, path)
+    for n in NETWORKS:
+        key = "state_dict_" + n
+        load_state_strict(getattr(nets, n), ckpt[key], key, path)
+    if ckpt.get("inference_stats_G"):
+        load_inference_stats(nets.G, ckpt["inference_stats_G"])
+    if ckpt.get("format") == FORMAT:
+        objective.load_state_dict(dict(ckpt["objective"], **{key: ckpt[key] for key in OPTIMIZERS}))
+        _set_rng_state(ckpt["rng"])
+        return TrainingPosition(int(ckpt["epoch"]), int(ckpt["iter"]), int(ckpt["global_iter"]),
+                                ckpt["mean_landmarks"].cpu() if "mean_landmarks" in ckpt else None)
+    for key, opt in zip(OPTIMIZERS, (objective.opt_G, objective.opt_D)):
+        if key in ckpt:
+            try:
+                opt.load_state_dict(ckpt[key])
+            except ValueError as e:
+                log(f"note: {key} of {path} not loaded ({e}); the optimizer starts fresh")
+    return TrainingPosition(int(ckpt.get("epoch", -1)) + 1, 0, 0)
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.stack(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else torch.empty(0)}
+
+
+def _set_rng_state(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"].cpu())
+    if torch.cuda.is_available() and rng["cuda"].numel():
+        torch.cuda.set_rng_state_all(list(rng["cuda"].cpu()))
+
+
 def fingerprint(state_dict: dict) -> str:
     """A SHA-256 over a state dict's names, shapes, dtypes and values: identifies the weights whatever
     file they were saved in."""
@@ -169,7 +244,6 @@ class InferenceModel:
         self.G = build_generator(self.cfg)
         load_state_strict(self.G, ckpt["state_dict_G"], "state_dict_G", path)
         if ckpt.get("inference_stats_G"):  # our checkpoints; the authors' fall back to twin normalisation
-            from models.networks import load_inference_stats
             load_inference_stats(self.G, ckpt["inference_stats_G"])
         self.G.to(device).eval().requires_grad_(False)
         self.device = torch.device(device)

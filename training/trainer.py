@@ -27,10 +27,18 @@ from tqdm import tqdm
 import datasets
 from datasets.loader import worker_init
 from models import Networks
-from models.networks import inference_stats, load_inference_stats
+from models.memory_format import format_networks
 from models.objective import Objective
 from training import distributed
-from training.checkpoint import FORMAT, CheckpointError, load_checkpoint, load_state_strict, save_checkpoint
+from training.checkpoint import (
+    CheckpointError,
+    check_training_checkpoint,
+    load_checkpoint,
+    load_state_strict,
+    restore_training_state,
+    save_checkpoint,
+    training_state,
+)
 from training.fr_pretrain import pretrain_face_recognizer
 from training.heldout import ViewPasswords, evaluate, format_evaluation, views
 from utils.config import Config, ConfigError, dump_yaml
@@ -200,26 +208,44 @@ class Trainer:
         self.device = self.dist.device
         # Inputs first: nothing is written (run folder, config, logs) until everything is checked,
         # the checkpoint to resume from above all, whose folder the run continues in.
-        resume_state = None
-        if cfg.resume:
-            resume_state = load_checkpoint(cfg.resume, map_location=self.device)
-            missing = [f"state_dict_{n}" for n in ("G", "D", "Q", "FR") if f"state_dict_{n}" not in resume_state]
-            if missing:
-                raise CheckpointError(f"{cfg.resume}: not a training checkpoint (no {', '.join(missing)}); "
-                                      "resume from a checkpoint_*.pth.tar that main_train.py saved")
+        resume_state = self._check_resume()
         torch.manual_seed(cfg.seed + self.dist.rank)
-        if cfg.batch_size % self.dist.world_size:
-            raise ConfigError(f"config: batch_size {cfg.batch_size} is the total over {self.dist.world_size} "
-                              "processes and must divide evenly")
-        self.batch = cfg.batch_size // self.dist.world_size
+        self.batch = self._batch_per_process()
         self.stop_requested = False
         self.run_dir = os.path.dirname(os.path.abspath(cfg.resume)) if cfg.resume else None
         self.log = RunLog(None, enabled=self.dist.main)  # kept in memory until the run folder is written
         precision = "bf16" if distributed.use_bf16(cfg.amp, self.device) else "fp32"
         self.log(f"device: {self.device}, processes: {self.dist.world_size}, batch {self.batch} per process, "
                  f"amp: {cfg.amp} ({precision}), channels_last: {cfg.channels_last}")
+        self._build_data()
+        self._build_networks()
+        self.epoch, self.iter_in_epoch, self.global_iter = 0, 0, 0
+        if cfg.resume:
+            self.resume(cfg.resume, resume_state)
+            del resume_state
+        self.start_run_dir()
+        self.val_images, self.val_pw = self.fixed_validation_batch()
+        self.sites = None
+        self.vis = None
 
-        # data (the main process first, so a synthetic dataset is generated once)
+    def _check_resume(self) -> dict | None:
+        """The checkpoint to resume from, loaded and checked (None for a new run)."""
+        if not self.cfg.resume:
+            return None
+        state = load_checkpoint(self.cfg.resume, map_location=self.device)
+        check_training_checkpoint(state, self.cfg.resume)
+        return state
+
+    def _batch_per_process(self) -> int:
+        cfg, world = self.cfg, self.dist.world_size
+        if cfg.batch_size % world:
+            raise ConfigError(f"config: batch_size {cfg.batch_size} is the total over {world} "
+                              "processes and must divide evenly")
+        return cfg.batch_size // world
+
+    def _build_data(self) -> None:
+        """The three splits (the main process first, so a synthetic dataset is generated once), checked."""
+        cfg = self.cfg
         if self.dist.main:
             self.train_set = datasets.build_dataset(cfg, "train")
         distributed.barrier()
@@ -236,13 +262,15 @@ class Trainer:
         self.mean_landmarks = self.train_set.mean_landmarks()
         self.log(f"train: {self.train_set}; val: {self.val_set}; test: {self.test_set}")
 
-        # networks and objective
+    def _build_networks(self) -> None:
+        """G, D, Q and FR on the device in the configured memory format (FR pretrained or pre-trained
+        here), and the objective that trains them."""
+        cfg = self.cfg
         num_classes = face_recognizer_classes(cfg, self.train_set)
         self.nets = Networks(cfg, num_classes)
         load_pretrained_fr(cfg, self.nets, self.log)
         self.nets.to(self.device)
-        if cfg.channels_last:
-            self.nets.to(memory_format=torch.channels_last)
+        format_networks(self.nets, cfg.channels_last)
         if cfg.fr_pretrain_epochs and not cfg.resume:  # a resumed run has its FR in the checkpoint
             pretrain_face_recognizer(cfg, self.nets.FR, self.train_set, self.device, self.log)
         sync = distributed.average_gradients if self.dist.world_size > 1 else None
@@ -250,15 +278,6 @@ class Trainer:
         self.log(f"FR classes: {num_classes}; parameters: " + ", ".join(
             f"{n} {sum(p.numel() for p in getattr(self.nets, n).parameters()) / 1e6:.2f}M"
             for n in ("G", "D", "Q", "FR")))
-
-        self.epoch, self.iter_in_epoch, self.global_iter = 0, 0, 0
-        if cfg.resume:
-            self.resume(cfg.resume, resume_state)
-            del resume_state
-        self.start_run_dir()
-        self.val_images, self.val_pw = self.fixed_validation_batch()
-        self.sites = None
-        self.vis = None
 
     def start_run_dir(self) -> None:
         """Everything checked: make the run folder (a resumed run continues in its checkpoint's) and
@@ -276,18 +295,8 @@ class Trainer:
 
     # ---- checkpoints ----
     def state(self) -> dict:
-        st = {"format": FORMAT, "epoch": self.epoch, "iter": self.iter_in_epoch, "global_iter": self.global_iter,
-              "config": dict(self.cfg), "mean_landmarks": self.mean_landmarks,
-              "objective": self.objective.state_dict(),
-              "rng": {"torch": torch.get_rng_state(),
-                      "cuda": (torch.stack(torch.cuda.get_rng_state_all()) if torch.cuda.is_available()
-                               else torch.empty(0))}}
-        for n in ("G", "D", "Q", "FR"):
-            st["state_dict_" + n] = getattr(self.nets, n).state_dict()
-        st["inference_stats_G"] = inference_stats(self.nets.G)
-        obj = st["objective"]
-        st["optimizer_G"], st["optimizer_D"] = obj.pop("optimizer_G"), obj.pop("optimizer_D")
-        return st
+        return training_state(self.nets, self.objective, epoch=self.epoch, iter_in_epoch=self.iter_in_epoch,
+                              global_iter=self.global_iter, config=self.cfg, mean_landmarks=self.mean_landmarks)
 
     def save(self, final: bool = False) -> str | None:
         if not self.dist.main:
@@ -316,31 +325,10 @@ class Trainer:
     def resume(self, path: str, ckpt: dict | None = None) -> None:
         if ckpt is None:
             ckpt = load_checkpoint(path, map_location=self.device)
-        for n in ("G", "D", "Q", "FR"):
-            key = "state_dict_" + n
-            if key not in ckpt:
-                raise CheckpointError(f"{path}: no {key}; not a training checkpoint")
-            load_state_strict(getattr(self.nets, n), ckpt[key], key, path)
-        if ckpt.get("inference_stats_G"):
-            load_inference_stats(self.nets.G, ckpt["inference_stats_G"])
-        if ckpt.get("format") == FORMAT:
-            obj = dict(ckpt["objective"], optimizer_G=ckpt["optimizer_G"], optimizer_D=ckpt["optimizer_D"])
-            self.objective.load_state_dict(obj)
-            torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-            if torch.cuda.is_available() and ckpt["rng"]["cuda"].numel():
-                torch.cuda.set_rng_state_all(list(ckpt["rng"]["cuda"].cpu()))
-            self.epoch, self.iter_in_epoch = int(ckpt["epoch"]), int(ckpt["iter"])
-            self.global_iter = int(ckpt["global_iter"])
-            if "mean_landmarks" in ckpt:
-                self.mean_landmarks = ckpt["mean_landmarks"].cpu()
-        else:  # the authors' format: networks and optimizers, next epoch
-            for key, opt in (("optimizer_G", self.objective.opt_G), ("optimizer_D", self.objective.opt_D)):
-                if key in ckpt:
-                    try:
-                        opt.load_state_dict(ckpt[key])
-                    except ValueError as e:
-                        self.log(f"note: {key} of {path} not loaded ({e}); the optimizer starts fresh")
-            self.epoch, self.iter_in_epoch = int(ckpt.get("epoch", -1)) + 1, 0
+        at = restore_training_state(ckpt, self.nets, self.objective, path, self.log)
+        self.epoch, self.iter_in_epoch, self.global_iter = at.epoch, at.iter_in_epoch, at.global_iter
+        if at.mean_landmarks is not None:
+            self.mean_landmarks = at.mean_landmarks
         per_epoch = batches_per_epoch(len(self.train_set), self.batch, self.dist.world_size)
         if self.iter_in_epoch >= per_epoch:
             self.epoch, self.iter_in_epoch = self.epoch + 1, 0
@@ -369,16 +357,17 @@ class Trainer:
             "val": ResultsSite(os.path.join(self.run_dir, "test_web"), f"{self.cfg.name}: validation", losses)}
         self.vis = Visualizer.from_config(self.cfg, self.run_dir, log=lambda m: self.log(m))
 
-    def training_images(self, batch: dict, n: int = 4) -> dict:
-        """The last step's images (training mode, as the objective saw them), as uint8 columns."""
-        fake = self.objective.last_fake
+    @staticmethod
+    def training_images(batch: dict, fake: dict, n: int = 4) -> dict:
+        """A step's batch and the images it generated (``StepResult.images``: training mode, as the
+        objective saw them), as uint8 columns."""
         imgs = [batch["image"][:n]] + [fake[k][:n] for k in ("M", "M2", "R", "WR1", "WR2")]
         return {c: to_uint8(x) for c, x in zip(TRAIN_COLUMNS, imgs)}
 
-    def pages(self, batch: dict) -> None:
+    def pages(self, batch: dict, fake: dict) -> None:
         if not self.dist.main:
             return
-        self.sites["train"].add_page(self.epoch, self.global_iter, self.training_images(batch))
+        self.sites["train"].add_page(self.epoch, self.global_iter, self.training_images(batch, fake))
         if self.val_images is not None:
             G = self.nets.G
             G.eval()
@@ -430,11 +419,11 @@ class Trainer:
                     data_wait += time.perf_counter() - t_wait
                     if batch is None:
                         break
-                    logs = self.objective.step(batch)
+                    step = self.objective.step(batch)
                     self.iter_in_epoch += 1
                     self.global_iter += 1
                     bar.update(1)
-                    sums = {k: sums.get(k, 0) + v for k, v in logs.items()}
+                    sums = {k: sums.get(k, 0) + v for k, v in step.losses.items()}
                     count += 1
                     it = self.global_iter
                     if it % cfg.print_freq == 0 or it == total_iters:
@@ -455,9 +444,9 @@ class Trainer:
                     timed_out = bool(cfg.time_limit_min) and (time.time() - start) > cfg.time_limit_min * 60
                     last = it >= total_iters or timed_out or self.stop_requested
                     if self.dist.main and (it % cfg.html_freq == 0 or last):  # a cut-short run has pages too
-                        self.pages(batch)
+                        self.pages(batch, step.images)
                     if self.vis and it % cfg.display_freq == 0:
-                        self.vis.show_images(self.training_images(batch), title="training batch")
+                        self.vis.show_images(self.training_images(batch, step.images), title="training batch")
                     if self.iter_in_epoch % ckpt_every == 0 and self.iter_in_epoch < per_epoch:
                         self.save()
                     if last:

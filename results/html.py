@@ -27,19 +27,12 @@ import numpy as np
 from dominate import document, tags
 from PIL import Image
 
+from models.views import VIEW_COLUMNS
 from results.loss_plot import render_loss_plot
 from utils.fileio import atomic_save_image, atomic_write_text
 
 # Column titles of the training and validation pages (the spec's order).
-TRAINING_COLUMNS = (
-    "real",
-    "anonymized",
-    "second anonymization",
-    "recovered",
-    "recovered from the second anonymization",
-    "wrong recovery 1",
-    "wrong recovery 2",
-)
+TRAINING_COLUMNS = VIEW_COLUMNS
 
 IMAGE_DIR = "images"
 LOSS_PLOT = "losses.png"

@@ -15,6 +15,7 @@ import time
 import pytest
 
 import training.trainer
+from models.views import TRAINING_STEP_COLUMNS, VIEW_COLUMNS
 from results.html import LOSS_PLOT
 from results.loss_plot import read_losses
 from results.visualizer import Visualizer
@@ -22,7 +23,6 @@ from tests.browser import Chromium, artifact_path, require_chromium, serve_direc
 from tests.test_visualizer import free_port, saved_windows, start_server, stop, traces
 from tests.views_helpers import local_file, parse_page
 from tests.views_helpers import tiny_config as _tiny
-from training.heldout import VIEW_COLUMNS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,7 +62,7 @@ def run(tmp_path_factory, data_root):
 
 def test_pages_of_a_smoke_run_point_to_existing_images_and_the_index_links_every_page(run):
     run_dir, _ = run
-    for site, columns in (("web", training.trainer.TRAIN_COLUMNS), ("test_web", VIEW_COLUMNS)):
+    for site, columns in (("web", TRAINING_STEP_COLUMNS), ("test_web", VIEW_COLUMNS)):
         folder = os.path.join(run_dir, site)
         index = os.path.join(folder, "index.html")
         idx = parse_page(index)
@@ -97,7 +97,7 @@ def test_chromium_loads_every_image_of_the_index_and_a_result_page(run):
                 browser.screenshot(artifact_path("training_run_index.png"))
             assert browser.open(f"{base}{site}/{links[0]}") == 200
             imgs = browser.images()
-            assert len(imgs) == 4 * (len(VIEW_COLUMNS) if site == "test_web" else len(training.trainer.TRAIN_COLUMNS))
+            assert len(imgs) == 4 * (len(VIEW_COLUMNS) if site == "test_web" else len(TRAINING_STEP_COLUMNS))
             assert [i["src"] for i in imgs if i["naturalWidth"] <= 0] == []
             browser.screenshot(artifact_path(f"training_run_{site}_page.png"))
     assert os.path.getsize(artifact_path("training_run_test_web_page.png")) > 10_000

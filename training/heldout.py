@@ -20,9 +20,6 @@ import torch.nn.functional as F
 from models.alignment import alignment_grid, warp_to_crop
 from models.passwords import complement, digits, draw_step_passwords, encode
 
-VIEW_COLUMNS = ("real", "anonymized", "second anonymization", "recovered",
-                "recovered from the second anonymization", "wrong recovery 1", "wrong recovery 2")
-
 
 @dataclass
 class ViewPasswords:

@@ -29,6 +29,7 @@ from datasets.loader import worker_init
 from models import Networks
 from models.memory_format import format_networks
 from models.objective import Objective
+from models.views import STEP_IMAGES, TRAINING_STEP_COLUMNS
 from training import distributed
 from training.checkpoint import (
     CheckpointError,
@@ -45,7 +46,6 @@ from utils.config import Config, ConfigError, dump_yaml
 from utils.fileio import atomic_write_text
 from utils.images import to_uint8
 
-TRAIN_COLUMNS = ("real", "anonymized", "second anonymization", "recovered", "wrong recovery 1", "wrong recovery 2")
 SPHEREFACE_HELP = ("The paper's configs fine-tune the pretrained SphereFace-20a of clcarwin/sphereface_pytorch "
                    "(file model/sphere20a_20171020.7z in that repository). Extract sphere20a_20171020.pth to "
                    "{path} (see pretrained_models/README.md), or set fr_pretrained: '' to train FR from scratch "
@@ -361,8 +361,8 @@ class Trainer:
     def training_images(batch: dict, fake: dict, n: int = 4) -> dict:
         """A step's batch and the images it generated (``StepResult.images``: training mode, as the
         objective saw them), as uint8 columns."""
-        imgs = [batch["image"][:n]] + [fake[k][:n] for k in ("M", "M2", "R", "WR1", "WR2")]
-        return {c: to_uint8(x) for c, x in zip(TRAIN_COLUMNS, imgs)}
+        imgs = [batch["image"][:n]] + [fake[k][:n] for k in STEP_IMAGES]
+        return {c: to_uint8(x) for c, x in zip(TRAINING_STEP_COLUMNS, imgs)}
 
     def pages(self, batch: dict, fake: dict) -> None:
         if not self.dist.main:

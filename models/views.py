@@ -6,4 +6,5 @@ NAMES = {"M": "anonymized", "M2": "second anonymization", "R": "recovered",
 # what one training step generates (R2 is only made for the pages), and the columns of the pages
 STEP_IMAGES = ("M", "M2", "R", "WR1", "WR2")
 TRAINING_STEP_COLUMNS = (REAL, *(NAMES[k] for k in STEP_IMAGES))
-VIEW_COLUMNS = (REAL, *(NAMES[k] for k in ("M", "M2", "R", "R2", "WR1", "WR2")))
+VIEW_IMAGES = ("M", "M2", "R", "R2", "WR1", "WR2")
+VIEW_COLUMNS = (REAL, *(NAMES[k] for k in VIEW_IMAGES))

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from models.alignment import alignment_grid, warp_to_crop
 from models.passwords import complement, digits, draw_step_passwords, encode
+from models.views import NAMES, REAL, VIEW_IMAGES
 
 
 @dataclass
@@ -44,15 +45,9 @@ def views(G, images: torch.Tensor, pw: ViewPasswords, mode: str) -> OrderedDict[
     v = lambda bits: encode(bits, mode).to(dev)  # noqa: E731
     M = G(images, v(pw.p))
     M2 = G(images, v(pw.p2))
-    out = OrderedDict()
-    out["real"] = images
-    out["anonymized"] = M
-    out["second anonymization"] = M2
-    out["recovered"] = G(M, v(complement(pw.p)))
-    out["recovered from the second anonymization"] = G(M2, v(complement(pw.p2)))
-    out["wrong recovery 1"] = G(M, v(pw.w1))
-    out["wrong recovery 2"] = G(M, v(pw.w2))
-    return out
+    made = {"M": M, "M2": M2, "R": G(M, v(complement(pw.p))), "R2": G(M2, v(complement(pw.p2))),
+            "WR1": G(M, v(pw.w1)), "WR2": G(M, v(pw.w2))}
+    return OrderedDict([(REAL, images)] + [(NAMES[k], made[k]) for k in VIEW_IMAGES])
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -80,7 +75,7 @@ def evaluate(nets, loader, cfg, device, max_batches: int = 0, seed: int = 1234) 
         B = I.shape[0]
         pw = ViewPasswords.draw(B, cfg["passwd_length"], gen)
         out = views(G, I, pw, cfg["use_minus_one"])
-        M, R, WR = out["anonymized"], out["recovered"], out["wrong recovery 1"]
+        M, R, WR = out[NAMES["M"]], out[NAMES["R"]], out[NAMES["WR1"]]
         sums["psnr_recovered"] += psnr(R, I).sum().item()
         sums["psnr_wrong"] += psnr(WR, I).sum().item()
         sums["psnr_anonymized"] += psnr(M, I).sum().item()

@@ -1,9 +1,9 @@
 """The evaluation's key figures against training time, from several evaluations of one run.
 
-    python -m metrics.progress EVAL_DIR [EVAL_DIR ...] --out progress.png [--recogniser small]
+    python -m metrics.progress EVAL_DIR [EVAL_DIR ...] --out progress.png [--recogniser small] [--losses FILE]
 
 Each EVAL_DIR is a folder evaluate.py wrote. The checkpoint it names gives the iteration; the run's
-losses.jsonl (beside the checkpoint) gives the training minutes at that iteration. Writes the plot
+losses.jsonl (beside the checkpoint, or --losses) gives the training minutes at that iteration. Writes the plot
 and prints the same figures as a Markdown table, with the targets of a useful model beside them.
 """
 from __future__ import annotations
@@ -31,18 +31,33 @@ PSNR_TARGET = 28.0
 PSNR_VIEWS = ("recovered", "recovered (M as JPEG q95)", "anonymized", "wrong recovery 1")
 
 
-def read_point(eval_dir: str, recogniser: str) -> dict:
+def training_minutes(losses_path: str) -> dict[int, float]:
+    """Iteration -> minutes of training so far, from a run's losses.jsonl. Each resumed segment
+    counts its time from zero, so segments are added up."""
+    out, offset, last = {}, 0.0, 0.0
+    with open(losses_path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if row["time"] < last:  # a resumed segment starts its clock again
+                offset += last
+            last = row["time"]
+            out[int(row["iter"])] = (offset + last) / 60
+    return out
+
+
+def read_point(eval_dir: str, recogniser: str, losses: str | None = None) -> dict:
     with open(os.path.join(eval_dir, "metrics.json"), encoding="utf-8") as f:
         data = json.load(f)
     ckpt = data["protocol"]["checkpoint"]
     iteration = int(load_checkpoint(ckpt).get("global_iter", -1))
+    losses = losses or os.path.join(os.path.dirname(ckpt), "losses.jsonl")
     minutes = None
-    losses = os.path.join(os.path.dirname(ckpt), "losses.jsonl")
     if os.path.isfile(losses):
-        with open(losses, encoding="utf-8") as f:
-            times = [json.loads(line) for line in f if line.strip()]
-        at = [t["time"] for t in times if t["iter"] <= iteration]
-        minutes = at[-1] / 60 if at else None
+        logged = training_minutes(losses)
+        before = [it for it in logged if it <= iteration]
+        minutes = logged[max(before)] if before else None
     figs = {(f["section"], f["metric"], f["view"], f["recogniser"]): f["value"] for f in data["figures"]}
     point = {"dir": eval_dir, "iteration": iteration, "minutes": minutes,
              "images": data["protocol"]["images"]}
@@ -109,12 +124,13 @@ def main(argv=None) -> int:
     ap.add_argument("eval_dirs", nargs="+", help="folders written by evaluate.py, any order")
     ap.add_argument("--out", required=True, help="the plot to write (PNG); an existing file is not replaced")
     ap.add_argument("--recogniser", default="small", help="whose match rates to plot (default: small)")
+    ap.add_argument("--losses", help="the run's losses.jsonl, when the checkpoints were copied elsewhere")
     args = ap.parse_args(argv)
     if os.path.exists(args.out):
         print(f"error: {args.out} exists; choose another --out", file=sys.stderr)
         return 2
     try:
-        points = sorted((read_point(d, args.recogniser) for d in args.eval_dirs), key=lambda p: p["iteration"])
+        points = sorted((read_point(d, args.recogniser, args.losses) for d in args.eval_dirs), key=lambda p: p["iteration"])
     except (OSError, KeyError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

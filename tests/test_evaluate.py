@@ -247,3 +247,12 @@ def test_progress_plots_the_target_figures_of_several_evaluations(evaluated, tmp
     before = out.read_bytes()
     assert progress.main([evaluated.out, "--out", str(out)]) == 2
     assert out.read_bytes() == before
+
+
+def test_progress_adds_up_the_training_time_of_resumed_segments(tmp_path):
+    from metrics.progress import training_minutes
+
+    log = tmp_path / "losses.jsonl"
+    rows = [(50, 60.0), (100, 120.0), (150, 30.0), (200, 90.0)]  # resumed after iteration 100
+    log.write_text("".join(json.dumps({"epoch": 0, "iter": i, "time": t, "losses": {}}) + "\n" for i, t in rows))
+    assert training_minutes(str(log)) == {50: 1.0, 100: 2.0, 150: 2.5, 200: 3.5}

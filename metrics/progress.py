@@ -130,7 +130,8 @@ def main(argv=None) -> int:
         print(f"error: {args.out} exists; choose another --out", file=sys.stderr)
         return 2
     try:
-        points = sorted((read_point(d, args.recogniser, args.losses) for d in args.eval_dirs), key=lambda p: p["iteration"])
+        points = [read_point(d, args.recogniser, args.losses) for d in args.eval_dirs]
+        points.sort(key=lambda p: p["iteration"])
     except (OSError, KeyError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

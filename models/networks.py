@@ -329,7 +329,8 @@ class UnetBlock(nn.Module):
 
 
 class UnetGenerator(PasswordGenerator):
-    """``unet_128``: the pix2pix U-Net with 7 downsamplings (128x128 -> 1x1), password tiled on input."""
+    """``unet_128``: the pix2pix U-Net with 7 downsamplings (128x128 -> 1x1), password tiled on input;
+    ``unet_64`` is the same with 6 (64x64 -> 1x1)."""
 
     def __init__(self, passwd_length: int, ngf: int = 64, num_downs: int = 7, norm: str = "batch",
                  use_dropout: bool = False, use_resize_conv: bool = True):

@@ -234,3 +234,28 @@ def test_shift_sum_convolution_equals_the_plain_convolution(channels_last):
     # about one more bf16 rounding than the plain bf16 convolution, never far from it
     err, err_ref = (y16.float() - y_ref).abs().mean(), (y16_ref.float() - y_ref).abs().mean()
     assert err <= 3 * err_ref + 1e-6
+
+
+def test_unet_64_reaches_one_pixel_at_64_and_is_batch_independent():
+    """unet_64 is the pix2pix U-Net one level shallower: at 64x64 its innermost level is 1x1."""
+    torch.manual_seed(0)
+    G = build_generator(make_config(which_model_netG="unet_64", img_size=64, ngf=8))
+    seen = []
+    hook = lambda m, i, o: seen.append(o.shape[-1])  # noqa: E731
+    downs = [m for m in G.modules() if isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2)]
+    assert len(downs) == 6
+    handles = [d.register_forward_hook(hook) for d in downs]
+    x = torch.rand(4, 3, 64, 64) * 2 - 1
+    pw = (torch.randint(0, 2, (4, 16)) - 0.5).float()
+    G.train()
+    G(x, pw)
+    assert min(seen) == 1
+    for h in handles:
+        h.remove()
+    G.eval()
+    with torch.no_grad():
+        together = G(x, pw)
+        alone = G(x[1:2], pw[1:2])
+    assert (alone - together[1:2]).abs().max().item() < 1e-5
+    with pytest.raises(ValueError, match="unet_64"):
+        make_config(which_model_netG="unet_64", img_size=96)

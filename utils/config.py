@@ -70,7 +70,7 @@ SCHEMA: dict[str, Option] = {
                         choices=["half", "one_fourth", "true"]),
     # ---- networks ----------------------------------------------------------------------------
     "which_model_netG": _o("resnet_9blocks", str, "generator",
-                           choices=["resnet_9blocks", "resnet_6blocks", "unet_128"]),
+                           choices=["resnet_9blocks", "resnet_6blocks", "unet_128", "unet_64"]),
     "ngf": _o(64, int, "generator width"),
     "norm": _o("batch", str, "normalisation of G, D and Q", choices=["batch", "instance"]),
     "use_resize_conv": _o(True, bool, "upsample by nearest resize + conv instead of transposed conv"),
@@ -270,6 +270,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"config: img_size must be a multiple of 4, got {cfg.img_size}")
     if cfg.which_model_netG == "unet_128" and cfg.img_size % 128:
         raise ConfigError(f"config: unet_128 needs img_size a multiple of 128, got {cfg.img_size}")
+    if cfg.which_model_netG == "unet_64" and cfg.img_size % 64:
+        raise ConfigError(f"config: unet_64 needs img_size a multiple of 64, got {cfg.img_size}")
     if cfg.fr_crop_height < 16 or cfg.fr_crop_width < 16:
         raise ConfigError("config: fr_crop_height and fr_crop_width must be at least 16, got "
                           f"{cfg.fr_crop_height}x{cfg.fr_crop_width}")

@@ -64,8 +64,8 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     - the trace term is not formed as a difference of traces (for identical sets of an untrained
       Inception those traces are ~1e21 and cancel to float64 rounding, which can be negative). With
       S_a = A^T A and S_b = B^T B (A, B factors of the covariances, padded with zero rows to the same
-      number k of rows), Tr((S_a S_b)^(1/2)) is the sum of the singular values of B A^T (its
-      eigenvalues are those of S_a S_b's non-zero part), and the trace term equals
+      number k of rows), Tr((S_a S_b)^(1/2)) is the sum of the singular values of B A^T (their
+      squares are the non-zero eigenvalues of S_a S_b), and the trace term equals
       min over orthogonal U of ||A - U^T B||_F^2, attained at the orthogonal Procrustes solution
       U = W V^T of B A^T = W diag(sigma) V^T. The trace term is that sum of squares, computed directly.
 

@@ -46,18 +46,47 @@ class InceptionFeatures:
         return self.net((x - mean) / std).double().cpu().numpy()
 
 
+def _factor(x: np.ndarray) -> np.ndarray:
+    """A matrix F with F^T F equal to the covariance of the rows of x, with at most d rows: the centred
+    rows over sqrt(N - 1), or, when N > d, the R of their QR decomposition (R^T R = A^T A)."""
+    f = (x - x.mean(0)) / np.sqrt(len(x) - 1)
+    return np.linalg.qr(f, mode="r") if len(f) > f.shape[1] else f
+
+
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) of two feature sets (N, d).
 
-    With S_a = A^T A and S_b = B^T B (A, B the centred features over sqrt(N - 1)), the non-zero
-    eigenvalues of S_a S_b are the squared singular values of A B^T, so Tr((S_a S_b)^(1/2)) is the sum
-    of those singular values: exact, and stable when N is smaller than d (where sqrtm of a singular
-    product is not)."""
+    Computed so that its rounding error is small relative to the features' scale, and so that it is
+    never negative, with no clamping:
+
+    - both sets are divided by one common scale s (their largest absolute value) and the result is
+      multiplied by s^2, so that squares of large features neither overflow nor lose range;
+    - the trace term is not formed as a difference of traces (for identical sets of an untrained
+      Inception those traces are ~1e21 and cancel to float64 rounding, which can be negative). With
+      S_a = A^T A and S_b = B^T B (A, B factors of the covariances, padded with zero rows to the same
+      number k of rows), Tr((S_a S_b)^(1/2)) is the sum of the singular values of B A^T (their
+      squares are the non-zero eigenvalues of S_a S_b), and the trace term equals
+      min over orthogonal U of ||A - U^T B||_F^2, attained at the orthogonal Procrustes solution
+      U = W V^T of B A^T = W diag(sigma) V^T. The trace term is that sum of squares, computed directly.
+
+    A factor is the centred features over sqrt(N - 1), or their QR's R when N > d, so the matrices are
+    at most min(N, d) wide and no matrix square root of a singular product is taken."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if len(a) < 2 or len(b) < 2:
         raise ValueError("FID needs at least two images per set")
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    A = (a - mu_a) / np.sqrt(len(a) - 1)
-    B = (b - mu_b) / np.sqrt(len(b) - 1)
-    cross = np.linalg.svd(A @ B.T, compute_uv=False).sum()
-    return float(((mu_a - mu_b) ** 2).sum() + (A * A).sum() + (B * B).sum() - 2 * cross)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"FID needs two (N, d) feature sets of the same d, got {a.shape} and {b.shape}")
+    s = max(np.abs(a).max(), np.abs(b).max())
+    if not np.isfinite(s):
+        return float("nan")
+    if s == 0:
+        return 0.0
+    a, b = a / s, b / s
+    mean_term = ((a.mean(0) - b.mean(0)) ** 2).sum()
+    fa, fb = _factor(a), _factor(b)
+    k = max(len(fa), len(fb))
+    fa = np.pad(fa, ((0, k - len(fa)), (0, 0)))
+    fb = np.pad(fb, ((0, k - len(fb)), (0, 0)))
+    w, _, vt = np.linalg.svd(fb @ fa.T)
+    trace_term = ((fa - (w @ vt).T @ fb) ** 2).sum()
+    return float((mean_term + trace_term) * s * s)

@@ -268,10 +268,11 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"config: batch_size must be positive, got {cfg.batch_size}")
     if cfg.img_size % 4:
         raise ConfigError(f"config: img_size must be a multiple of 4, got {cfg.img_size}")
-    if cfg.which_model_netG == "unet_128" and cfg.img_size % 128:
-        raise ConfigError(f"config: unet_128 needs img_size a multiple of 128, got {cfg.img_size}")
-    if cfg.which_model_netG == "unet_64" and cfg.img_size % 64:
-        raise ConfigError(f"config: unet_64 needs img_size a multiple of 64, got {cfg.img_size}")
+    if cfg.which_model_netG.startswith("unet_"):  # unet_N halves the image down to 1x1 at N x N
+        side = int(cfg.which_model_netG.split("_")[1])
+        if cfg.img_size % side:
+            raise ConfigError(f"config: {cfg.which_model_netG} needs img_size a multiple of {side}, "
+                              f"got {cfg.img_size}")
     if cfg.fr_crop_height < 16 or cfg.fr_crop_width < 16:
         raise ConfigError("config: fr_crop_height and fr_crop_width must be at least 16, got "
                           f"{cfg.fr_crop_height}x{cfg.fr_crop_width}")

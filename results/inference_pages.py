@@ -202,6 +202,8 @@ def read_password_lines(path: str, length: int, count: int = N_PASSWORDS) -> lis
             lines = f.read().splitlines()
     except OSError as e:
         raise InferenceError(f"cannot read the password file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:  # its message would show bytes of a password
+        raise InferenceError(f"the password file {path} is not UTF-8 text; save it as UTF-8") from None
     if len(lines) != count:
         raise InferenceError(f"{path}: {len(lines)} lines; expected {count}, one password per line")
     out = []

@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from models.passwords import password_from_text, read_passphrase
+    from models.passwords import read_passphrase
     from protect.face_detect import make_detector
     from protect.protector import FacePasswords, FaceProtector
     from protect.run import RunError, RunOptions, plan_outputs, run
@@ -126,10 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                            blend=args.blend)
         text = read_passphrase(env=args.password_env, file=args.password_file,
                                confirm=not args.recover and not (args.password_env or args.password_file))
-        if args.per_face:
-            passwords = FacePasswords.per_face(text, model.passwd_length)
-        else:
-            passwords = FacePasswords(shared=password_from_text(text, model.passwd_length))
+        passwords = FacePasswords.from_text(text, model.passwd_length, per_face=args.per_face)
+        if not args.per_face:
+            passwords.for_key(0)  # a malformed code:... is refused here, before any file
         del text
         summary = run(protector, args.input, args.output, passwords, opts)
     except (RunError, CheckpointError, ValueError, OSError) as e:

@@ -29,6 +29,21 @@ def parse_landmarks(text: str):
     return values
 
 
+# The numeric options and their ranges (utils/config.py's check_number): checked before anything else.
+NUMBERS = (("upsample", dict(low=0, high=4, integer=True)), ("min_face", dict(low=0)),
+           ("detect_max_side", dict(low=32, integer=True)), ("detect_every", dict(low=1, integer=True)),
+           ("max_gap", dict(low=0)), ("batch_size", dict(low=1, integer=True)),
+           ("max_megapixels", dict(low=0, low_open=True)))
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    from utils.config import check_number
+
+    for key, limits in NUMBERS:
+        if getattr(args, key) is not None:
+            check_number(getattr(args, key), "--" + key.replace("_", "-"), **limits)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("input", help="photo, video or folder")
@@ -78,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from models.passwords import password_from_text, read_passphrase
+    from models.passwords import read_passphrase
     from protect.face_detect import make_detector
     from protect.protector import FacePasswords, FaceProtector
     from protect.run import RunError, RunOptions, plan_outputs, run
@@ -87,18 +102,21 @@ def main(argv: list[str] | None = None) -> int:
     from training.distributed import fast_bf16, pick_device
 
     try:
+        check_numbers(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
         device = pick_device(args.device)
     except (RuntimeError, ValueError) as e:
         print(f"error: --device: {e}", file=sys.stderr)
         return 2
     opts = RunOptions(recover=args.recover, overwrite=args.overwrite, lossless=args.lossless,
-                      max_pixels=int(args.max_megapixels * 1e6), record=args.record, progress=not args.quiet,
+                      max_pixels=max(1, int(args.max_megapixels * 1e6)), record=args.record, progress=not args.quiet,
                       preview=args.preview,
                       video=VideoOptions(detect_every=args.detect_every, max_gap_s=args.max_gap,
                                          progress=not args.quiet))
     try:
-        if args.detect_every < 1 or args.max_gap < 0 or args.batch_size < 1:
-            raise RunError("--detect-every and --batch-size must be at least 1, --max-gap at least 0")
         plan_outputs(args.input, args.output, opts)  # refuse bad paths before asking for a password
         model = InferenceModel(args.checkpoint, device)
         detector = make_detector(args.detector, upsample=args.upsample, min_face=args.min_face,
@@ -108,10 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                            blend=args.blend)
         text = read_passphrase(env=args.password_env, file=args.password_file,
                                confirm=not args.recover and not (args.password_env or args.password_file))
-        if args.per_face:
-            passwords = FacePasswords.per_face(text, model.passwd_length)
-        else:
-            passwords = FacePasswords(shared=password_from_text(text, model.passwd_length))
+        passwords = FacePasswords.from_text(text, model.passwd_length, per_face=args.per_face)
+        if not args.per_face:
+            passwords.for_key(0)  # a malformed code:... is refused here, before any file
         del text
         summary = run(protector, args.input, args.output, passwords, opts)
     except (RunError, CheckpointError, ValueError, OSError) as e:

@@ -6,6 +6,10 @@
     python main_train.py config/main.yaml --resume checkpoints/main/checkpoint_latest.pth.tar
 
 Any config key can be given as --key value and wins over the YAML file (see utils/config.py).
+
+Exit status: 0 done; 2 bad input (a config key, the data, a checkpoint; nothing was written);
+1 stopped after it began (a loss not finite, with what was saved named; a file that could not be
+written); 130 Ctrl-C (a checkpoint is saved first).
 """
 import sys
 

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from datasets.prepare_landmarks import PrepareError, make_detector, prepare_landmarks
+from utils.config import check_number
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overwrite", action="store_true", help="replace an existing finished output file")
     args = ap.parse_args(argv)
     try:
+        check_number(args.min_face, "--min-face", low=0, error=PrepareError)
         detector, retry = make_detector(args.detector, args.min_face)
         report = prepare_landmarks(args.folder, args.output, labels_from_subfolders=args.labels_from_subfolders,
                                    detector=detector, retry_detector=retry, overwrite=args.overwrite)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from protect.face_detect import DlibDetector, FaceDetector
-from utils.fileio import atomic_write_text, is_image_path, walk_files
+from utils.fileio import atomic_write_text, is_image_path, unwritable, walk_files
 
 _SYNC_EVERY = 100  # fsync the partial files every this many images
 
@@ -143,6 +143,9 @@ def prepare_landmarks(folder: str, output: str, *, labels_from_subfolders: bool 
         raise PrepareError(f"image folder not found: {folder}")
     if os.path.exists(output) and not overwrite:
         raise PrepareError(f"{output} already exists; pass --overwrite to replace it")
+    why = unwritable(os.path.dirname(output))
+    if why:
+        raise PrepareError(f"cannot write {output}: {why}")
     if detector is None:
         detector, retry_detector = make_detector()
     noface = noface_path(output)

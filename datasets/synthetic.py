@@ -32,7 +32,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from utils.fileio import atomic_write_text
+from utils.fileio import atomic_write_text, unwritable
 
 from .annotations import read_landmarks
 from .base import FaceDataset, from_table
@@ -156,6 +156,12 @@ def ensure_synthetic_dataset(root: str, identities: int, images_per_id: int, see
     if os.path.isdir(root):
         check_synthetic_folder(root, identities, images_per_id, seed)
         return root
+    if os.path.lexists(root):
+        raise DatasetError(f"{root} is a file, not a synthetic face folder; move it or set synthetic_dir to another "
+                           "folder")
+    why = unwritable(os.path.dirname(os.path.abspath(root)))
+    if why:
+        raise DatasetError(f"cannot generate the synthetic faces in {root} (data_root): {why}")
     print(f"Generating {identities} x {images_per_id} synthetic faces (seed {seed}) in {root}", flush=True)
     return generate_synthetic_dataset(root, identities, images_per_id, seed, workers)
 

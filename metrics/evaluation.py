@@ -37,7 +37,8 @@ from results.inference_pages import (
 )
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.distributed import pick_device
-from utils.config import SCHEMA, Config, load_yaml, make_config
+from utils.config import SCHEMA, Config, ConfigError, check_number, load_yaml, make_config
+from utils.fileio import unwritable
 from utils.images import to_uint8
 
 from . import quality
@@ -160,6 +161,9 @@ def small_recogniser(opts: Options, cfg: Config, dataset: str, device, log) -> S
         return SmallRecogniser.load(path, device, expect=meta)
     if opts.recogniser is not None and dataset != "synthetic":
         raise CheckpointError(f"recogniser file not found: {path}")
+    why = unwritable(os.path.dirname(os.path.abspath(path)))
+    if why:  # before the training, not after it
+        raise InferenceError(f"cannot keep the small recogniser at {path}: {why}")
     train_set = datasets.build_dataset(cfg, "train", dataset)
     log(f"training the small recogniser on {len(train_set)} images of the training identities "
         f"({opts.recogniser_epochs} epochs); saved to {path}")
@@ -341,20 +345,27 @@ def run(opts: Options, log=print) -> str:
     """Evaluate; returns the output folder (``opts.out``, or ``opts.out_2``... if it exists)."""
     from .report import write_report
 
+    for key, low in (("batch_size", 1), ("attack_candidates", 1), ("recogniser_epochs", 1), ("max_images", 1),
+                     ("attack_images", 0), ("examples", 0), ("seed", 0)):
+        if getattr(opts, key) is not None:
+            check_number(getattr(opts, key), f"--{key.replace('_', '-')}", low=low, integer=True, error=InferenceError)
+    if opts.dataset not in datasets.DATASETS:
+        raise InferenceError(f"unknown dataset {opts.dataset!r}; choose one of {', '.join(datasets.DATASETS)}")
+    why = unwritable(os.path.dirname(os.path.abspath(opts.out)))
+    if why:
+        raise InferenceError(f"--out {opts.out}: cannot write the evaluation there: {why}")
     try:
         device = pick_device(opts.device)
     except RuntimeError as e:
         raise InferenceError(str(e)) from None
-    for key in ("batch_size", "attack_candidates", "recogniser_epochs"):
-        if getattr(opts, key) < 1:
-            raise InferenceError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(opts, key)}")
-    if opts.max_images is not None and opts.max_images < 1:
-        raise InferenceError(f"--max-images must be at least 1, got {opts.max_images}")
-    if opts.dataset not in datasets.DATASETS:
-        raise InferenceError(f"unknown dataset {opts.dataset!r}; choose one of {', '.join(datasets.DATASETS)}")
     torch.manual_seed(opts.seed)
     ckpt = load_checkpoint(opts.checkpoint)
-    cfg = evaluation_config(ckpt, opts.dataset, opts.config, opts.data_root)
+    try:
+        cfg = evaluation_config(ckpt, opts.dataset, opts.config, opts.data_root)
+    except ConfigError as e:
+        if opts.config:  # the message names the file
+            raise
+        raise ConfigError(f"{opts.checkpoint}: {e}") from None  # the checkpoint's own config
     model = load_generator(cfg, opts.checkpoint, device)
     runner = Runner(model, amp=False)
     ds = load_test_split(cfg, opts.dataset)
@@ -376,6 +387,7 @@ def run(opts: Options, log=print) -> str:
         recognisers["small"] = small
     else:
         skipped.append({"what": "small recogniser", "why": "trained only for synthetic data; give --recogniser FILE"})
+    iteration = ckpt.get("global_iter") if isinstance(ckpt.get("global_iter"), int) else None
     del ckpt
     inception = None
     if opts.fid_weights:
@@ -404,7 +416,7 @@ def run(opts: Options, log=print) -> str:
 
     figures, infos, curves = summarise(m, recognisers, opts)
     protocol = {
-        "checkpoint": os.path.abspath(opts.checkpoint), "generator_sha256": model.fingerprint,
+        "checkpoint": os.path.abspath(opts.checkpoint), "iteration": iteration, "generator_sha256": model.fingerprint,
         "original_format": model.original_format, "dataset": ds.name, "split": "test", "data": ds.image_dir,
         "images": len(m.labels), "identities": int(len(set(m.labels))), "img_size": int(cfg.img_size),
         "passwd_length": L, "use_minus_one": model.mode, "seed": opts.seed, "device": str(device),

@@ -2,8 +2,9 @@
 
     python -m metrics.progress EVAL_DIR [EVAL_DIR ...] --out progress.png [--recogniser small] [--losses FILE]
 
-Each EVAL_DIR is a folder evaluate.py wrote. The checkpoint it names gives the iteration; the run's
-losses.jsonl (beside the checkpoint, or --losses) gives the training minutes at that iteration. Writes the plot
+Each EVAL_DIR is a folder evaluate.py wrote. Its metrics.json gives the iteration (older ones name a
+checkpoint that gives it); the run's losses.jsonl (beside the checkpoint, or --losses) gives the
+training minutes at that iteration. Every number read is checked; a bad one is one line naming its file. Writes the plot
 and prints the same figures as a Markdown table, with the targets of a useful model beside them.
 """
 from __future__ import annotations
@@ -13,8 +14,9 @@ import json
 import os
 import sys
 
-from training.checkpoint import load_checkpoint
-from utils.fileio import atomic_write_bytes
+from training.checkpoint import CheckpointError, load_checkpoint
+from utils.config import check_number
+from utils.fileio import atomic_write_bytes, unwritable
 
 # (label, section, metric, view, target, "min" or "max"): the figures a protecting model must reach
 TARGETS = (
@@ -27,8 +29,26 @@ TARGETS = (
     ("two wrong recoveries: different people", "diversity", "different_rate",
      "wrong recovery 1 vs wrong recovery 2", 0.80, "min"),
 )
+# The range of each kind of figure in a metrics.json (rates, AUC and the like: [0, 1]).
+FIGURE_RANGES = {"psnr": {}, "mean_distance": dict(low=0), "fid": dict(low=0), "ssim": dict(low=-1, high=1),
+                 "ms_ssim": dict(low=-1, high=1)}
 PSNR_TARGET = 28.0
 PSNR_VIEWS = ("recovered", "recovered (M as JPEG q95)", "anonymized", "wrong recovery 1")
+
+
+class ProgressError(ValueError):
+    """A problem with an input, in one line that names the file."""
+
+
+def _json(text: str, where: str):
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise ProgressError(f"{where}: not valid JSON ({e})") from None
+
+
+def _number(value, where: str, **limits):
+    return check_number(value, where, error=ProgressError, **limits)
 
 
 def training_minutes(losses_path: str) -> dict[int, float]:
@@ -36,31 +56,67 @@ def training_minutes(losses_path: str) -> dict[int, float]:
     counts its time from zero, so segments are added up."""
     out, offset, last = {}, 0.0, 0.0
     with open(losses_path, encoding="utf-8") as f:
-        for line in f:
+        for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
-            if row["time"] < last:  # a resumed segment starts its clock again
+            where = f"{losses_path}, line {n}"
+            row = _json(line, where)
+            if not isinstance(row, dict) or "time" not in row or "iter" not in row:
+                raise ProgressError(f"{where}: expected an object with 'iter' and 'time'")
+            seconds = _number(row["time"], f"{where}: 'time'", low=0)
+            iteration = _number(row["iter"], f"{where}: 'iter'", low=0, integer=True)
+            if seconds < last:  # a resumed segment starts its clock again
                 offset += last
-            last = row["time"]
-            out[int(row["iter"])] = (offset + last) / 60
+            last = seconds
+            out[iteration] = (offset + last) / 60
     return out
 
 
+def _iteration(protocol: dict, where: str) -> int:
+    """The training iteration of the evaluated checkpoint: recorded in metrics.json (evaluate.py
+    writes it), else read from the checkpoint, which a run may have pruned since."""
+    if protocol.get("iteration") is not None:
+        return _number(protocol["iteration"], f"{where}: protocol.iteration", low=0, integer=True)
+    ckpt = protocol["checkpoint"]
+    if not os.path.isfile(ckpt):
+        raise ProgressError(f"{where}: its checkpoint {ckpt} is gone (runs keep only their newest checkpoints), and "
+                            "this metrics.json does not record the iteration: evaluate a checkpoint that exists")
+    try:
+        value = load_checkpoint(ckpt).get("global_iter", -1)
+    except CheckpointError as e:
+        raise ProgressError(f"{where}: its checkpoint: {e}") from None
+    return _number(value, f"{ckpt}: global_iter", low=-1, integer=True)
+
+
 def read_point(eval_dir: str, recogniser: str, losses: str | None = None) -> dict:
-    with open(os.path.join(eval_dir, "metrics.json"), encoding="utf-8") as f:
-        data = json.load(f)
-    ckpt = data["protocol"]["checkpoint"]
-    iteration = int(load_checkpoint(ckpt).get("global_iter", -1))
-    losses = losses or os.path.join(os.path.dirname(ckpt), "losses.jsonl")
+    where = os.path.join(eval_dir, "metrics.json")
+    with open(where, encoding="utf-8") as f:
+        data = _json(f.read(), where)
+    try:
+        protocol, figures = data["protocol"], data["figures"]
+        checkpoint = protocol["checkpoint"]
+        iteration = _iteration(protocol, where)
+        images = _number(protocol["images"], f"{where}: protocol.images", low=0, integer=True)
+        figs = {}
+        for i, fig in enumerate(figures):
+            key = (fig["section"], fig["metric"], fig["view"], fig["recogniser"])
+            if fig["value"] is not None:  # None: not measurable (evaluate.py writes no NaN)
+                limits = FIGURE_RANGES.get(fig["metric"], dict(low=0, high=1))
+                _number(fig["value"], f"{where}: figures[{i}] ({fig['metric']}, {fig['view']})", **limits)
+            figs[key] = fig["value"]
+    except (KeyError, TypeError) as e:
+        raise ProgressError(f"{where}: not an evaluation of evaluate.py (missing or malformed {e})") from None
+    known = sorted({k[3] for k in figs if k[3] is not None})
+    if recogniser not in known:
+        raise ProgressError(f"--recogniser {recogniser}: {where} has no figures of it (it has: "
+                            f"{', '.join(known) or 'none'})")
+    losses = losses or os.path.join(os.path.dirname(checkpoint), "losses.jsonl")
     minutes = None
     if os.path.isfile(losses):
         logged = training_minutes(losses)
         before = [it for it in logged if it <= iteration]
         minutes = logged[max(before)] if before else None
-    figs = {(f["section"], f["metric"], f["view"], f["recogniser"]): f["value"] for f in data["figures"]}
-    point = {"dir": eval_dir, "iteration": iteration, "minutes": minutes,
-             "images": data["protocol"]["images"]}
+    point = {"dir": eval_dir, "iteration": iteration, "minutes": minutes, "images": images}
     for label, section, metric, view, _, _ in TARGETS:
         point[label] = figs.get((section, metric, view, recogniser))
     for view in PSNR_VIEWS:
@@ -126,16 +182,30 @@ def main(argv=None) -> int:
     ap.add_argument("--recogniser", default="small", help="whose match rates to plot (default: small)")
     ap.add_argument("--losses", help="the run's losses.jsonl, when the checkpoints were copied elsewhere")
     args = ap.parse_args(argv)
-    if os.path.exists(args.out):
-        print(f"error: {args.out} exists; choose another --out", file=sys.stderr)
-        return 2
     try:
+        if os.path.lexists(args.out):
+            raise ProgressError(f"{args.out} exists; choose another --out")
+        why = unwritable(os.path.dirname(os.path.abspath(args.out)))
+        if why:
+            raise ProgressError(f"--out {args.out}: cannot write the plot there: {why}")
+        if args.losses and not os.path.isfile(args.losses):
+            raise ProgressError(f"--losses {args.losses}: no such file")
         points = [read_point(d, args.recogniser, args.losses) for d in args.eval_dirs]
         points.sort(key=lambda p: p["iteration"])
-    except (OSError, KeyError, ValueError) as e:
+    except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    plot(points, args.out, args.recogniser)
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 130
+    try:
+        plot(points, args.out, args.recogniser)
+    except OSError as e:
+        print(f"error: cannot write {args.out}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 130
     print(table(points))
     print(f"wrote {args.out}")
     return 0

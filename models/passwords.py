@@ -13,6 +13,12 @@ fit a signed int64).
 A person's password is a :class:`Password`. It is made from a passphrase through a key-derivation
 function, or from an explicit code given as an integer or hexadecimal string. It never prints its
 value and refuses to be pickled, so it cannot reach a log, a checkpoint or a record by accident.
+
+A passphrase is normalised before the key derivation (derivation 2, ``KDF_VERSION``): a leading
+byte-order mark (U+FEFF, which some editors write at the start of a file) is dropped and the text is
+put in Unicode normal form C, so "Zürich" typed as one character u-umlaut or as u + combining
+diaeresis, on any system, gives one code. Derivation 1, of records made before, used the text as it
+was; recovery uses the derivation its record names (protect/record.py).
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import getpass
 import hashlib
 import os
 import sys
+import unicodedata
 from dataclasses import dataclass
 
 import torch
@@ -139,8 +146,24 @@ def draw_step_passwords(batch: int, length: int, generator: torch.Generator | No
 _SCRYPT = dict(n=2 ** 14, r=8, p=1, maxmem=64 * 1024 * 1024)
 
 
+KDF_VERSION = 2  # the derivation of new codes: the passphrase normalised (normalise_passphrase)
+KDF_VERSIONS = (1, 2)  # 1: the passphrase as given (records made before normalisation)
+BOM = "\ufeff"
+
+
 def _salt(length: int) -> bytes:
     return f"face-identity-transformer/password/v1/L={length}".encode()
+
+
+def normalise_passphrase(text: str) -> str:
+    """The text derivation 2 hashes: without a leading byte-order mark, in Unicode normal form C."""
+    return unicodedata.normalize("NFC", text[1:] if text.startswith(BOM) else text)
+
+
+def _check_kdf(kdf) -> int:
+    if isinstance(kdf, bool) or kdf not in KDF_VERSIONS:
+        raise ValueError(f"unknown passphrase derivation {kdf!r} (known: {', '.join(map(str, KDF_VERSIONS))})")
+    return kdf
 
 
 class Password:
@@ -156,8 +179,11 @@ class Password:
 
     # constructors
     @classmethod
-    def from_passphrase(cls, passphrase: str, length: int = 16) -> Password:
+    def from_passphrase(cls, passphrase: str, length: int = 16, kdf: int = KDF_VERSION) -> Password:
+        """The code of a passphrase by derivation ``kdf`` (2: normalised first; 1: as given)."""
         check_length(length)
+        if _check_kdf(kdf) >= 2 and isinstance(passphrase, str):
+            passphrase = normalise_passphrase(passphrase)
         if not isinstance(passphrase, str) or not passphrase:
             raise ValueError("the passphrase is empty")
         key = hashlib.scrypt(passphrase.encode("utf-8"), salt=_salt(length), dklen=(length + 7) // 8, **_SCRYPT)
@@ -238,7 +264,9 @@ def read_passphrase(env: str | None = None, file: str | None = None, prompt: str
                 value = f.readline().rstrip("\r\n")
         except OSError as e:
             raise ValueError(f"cannot read the password file {file}: {e.strerror}") from None
-        if not value:
+        except UnicodeDecodeError:  # its message would show bytes of the password
+            raise ValueError(f"the password file {file} is not UTF-8 text; save it as UTF-8") from None
+        if not normalise_passphrase(value):  # a byte-order mark alone is no password either
             raise ValueError(f"the password file {file} is empty")
         return value
     if not sys.stdin.isatty():
@@ -252,8 +280,11 @@ def read_passphrase(env: str | None = None, file: str | None = None, prompt: str
     return value
 
 
-def password_from_text(text: str, length: int) -> Password:
-    """A passphrase, or an explicit code written as ``code:0x1a2b`` / ``code:6699``."""
+def password_from_text(text: str, length: int, kdf: int = KDF_VERSION) -> Password:
+    """A passphrase, or an explicit code written as ``code:0x1a2b`` / ``code:6699``; ``kdf``: the
+    passphrase derivation (2 normalises the text first, so ``code:`` after a byte-order mark is a code)."""
+    if _check_kdf(kdf) >= 2:
+        text = normalise_passphrase(text)
     if text.startswith("code:"):
         return Password.from_code(text[5:], length)
-    return Password.from_passphrase(text, length)
+    return Password.from_passphrase(text, length, kdf)

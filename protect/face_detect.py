@@ -139,9 +139,9 @@ class FaceDetector(ABC):
     name: str = "detector"
 
     def __init__(self, min_face: float = 32.0):
-        if min_face < 0:
-            raise ValueError(f"min_face must be >= 0 pixels, got {min_face}")
-        self.min_face = float(min_face)
+        from utils.config import check_number
+
+        self.min_face = float(check_number(min_face, "min_face (pixels)", low=0))
 
     @abstractmethod
     def _detect_raw(self, image: np.ndarray) -> list[DetectedFace]:

@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from models.passwords import Password, password_from_text
+from models.passwords import KDF_VERSION, KDF_VERSIONS, Password, normalise_passphrase, password_from_text
 from protect.face_detect import DetectedFace, FaceDetector
 from protect.frame import BLENDS, blend_kind, blend_mask, crop_points, cut_crops, face_transform, paste_faces, work_rgb
-from protect.record import Record, RecordError, check_recovery, pixel_sha256
-from training.checkpoint import CASIA_MEAN_LANDMARKS, InferenceModel
+from protect.record import Record, RecordError, check_crops, check_recovery, pixel_sha256
+from training.checkpoint import CASIA_MEAN_LANDMARKS, InferenceModel, check_mean_landmarks
 
 __all__ = ["FaceProtector", "FacePasswords", "Outcome", "ApproximateRecoveryWarning", "RecordError"]
 
@@ -49,36 +49,63 @@ class ApproximateRecoveryWarning(UserWarning):
 
 
 class FacePasswords:
-    """Which password each face gets. Holds secrets: never printed, never pickled."""
+    """Which password each face gets. Holds secrets: never printed, never pickled.
 
-    __slots__ = ("_shared", "_phrase", "_given", "_length", "_cache")
+    From text (``from_text``: a passphrase or ``code:...``), codes are derived when first needed, by
+    the passphrase derivation ``kdf`` (models/passwords.py); ``derived_by(record.kdf)`` gives the
+    same passwords by the derivation that made a record, so records made before passphrases were
+    normalised still recover."""
+
+    __slots__ = ("_shared", "_text", "_phrase", "_given", "_length", "_kdf", "_plain", "_cache")
 
     def __init__(self, *, shared: Password | None = None, passphrase: str | None = None,
-                 given: Sequence[Password] | None = None, length: int = 16):
-        if sum(x is not None for x in (shared, passphrase, given)) != 1:
-            raise ValueError("give exactly one of: a shared Password, a passphrase for per-face codes, a list")
-        if passphrase is not None and not (isinstance(passphrase, str) and passphrase):
-            raise ValueError("the passphrase is empty")
+                 given: Sequence[Password] | None = None, text: str | None = None, length: int = 16):
+        if sum(x is not None for x in (shared, passphrase, given, text)) != 1:
+            raise ValueError("give exactly one of: a shared Password, a shared passphrase (text), a passphrase for "
+                             "per-face codes, a list")
+        for phrase in (passphrase, text):
+            if phrase is not None and not (isinstance(phrase, str) and normalise_passphrase(phrase)):
+                raise ValueError("the passphrase is empty")
         if given is not None:
             given = list(given)
             if not given or not all(isinstance(p, Password) for p in given):
                 raise TypeError("a per-face password list must hold Password objects")
         if shared is not None and not isinstance(shared, Password):
             raise TypeError(f"expected a Password, got {type(shared).__name__}")
+        source = passphrase if passphrase is not None else text
         object.__setattr__(self, "_shared", shared)
+        object.__setattr__(self, "_text", text)
         object.__setattr__(self, "_phrase", passphrase)
         object.__setattr__(self, "_given", given)
         object.__setattr__(self, "_length", shared.length if shared is not None else
                            given[0].length if given else int(length))
+        object.__setattr__(self, "_kdf", KDF_VERSION)
+        # already normalised: every derivation gives the same codes (one scrypt, not one per derivation)
+        object.__setattr__(self, "_plain", source is not None and normalise_passphrase(source) == source)
         object.__setattr__(self, "_cache", {})
 
     @classmethod
     def per_face(cls, passphrase: str, length: int = 16) -> FacePasswords:
         return cls(passphrase=passphrase, length=length)
 
+    @classmethod
+    def from_text(cls, text: str, length: int = 16, per_face: bool = False) -> FacePasswords:
+        """What a user typed: one passphrase (or ``code:...``) for every face, or per-face codes."""
+        return cls(passphrase=text, length=length) if per_face else cls(text=text, length=length)
+
+    def derived_by(self, kdf: int) -> FacePasswords:
+        """These passwords with passphrases derived by derivation ``kdf`` (a record's)."""
+        if kdf not in KDF_VERSIONS:
+            raise ValueError(f"unknown passphrase derivation {kdf!r}")
+        other = object.__new__(FacePasswords)
+        for key in self.__slots__:
+            object.__setattr__(other, key, getattr(self, key))
+        object.__setattr__(other, "_kdf", kdf)
+        return other
+
     @property
     def scope(self) -> str:
-        return "shared" if self._shared is not None else "per-face"
+        return "shared" if self._shared is not None or self._text is not None else "per-face"
 
     @property
     def length(self) -> int:
@@ -91,9 +118,14 @@ class FacePasswords:
             if not 0 <= key < len(self._given):
                 raise ValueError(f"face {key} has no password: {len(self._given)} passwords were given")
             return self._given[key]
-        if key not in self._cache:
-            self._cache[key] = Password.from_passphrase(f"{self._phrase}{_SEP}face {int(key)}", self._length)
-        return self._cache[key]
+        kdf = KDF_VERSION if self._plain else self._kdf
+        slot = (kdf, None if self._text is not None else int(key))
+        if slot not in self._cache:
+            if self._text is not None:
+                self._cache[slot] = password_from_text(self._text, self._length, kdf)
+            else:
+                self._cache[slot] = Password.from_passphrase(f"{self._phrase}{_SEP}face {int(key)}", self._length, kdf)
+        return self._cache[slot]
 
     def __repr__(self) -> str:
         return f"FacePasswords(<{self.scope}, {self._length} bits, hidden>)"
@@ -114,7 +146,7 @@ def as_face_passwords(password, length: int) -> FacePasswords:
     elif isinstance(password, Password):
         passwords = FacePasswords(shared=password)
     elif isinstance(password, str):
-        passwords = FacePasswords(shared=password_from_text(password, length))
+        passwords = FacePasswords(text=password, length=length)
     elif isinstance(password, (list, tuple)):
         passwords = FacePasswords(given=password)
     else:
@@ -159,10 +191,8 @@ class FaceProtector:
             model = InferenceModel(os.fspath(model), device)
         self.model = model
         if mean_landmarks is not None:
-            lm = np.asarray(mean_landmarks, dtype=np.float64)
-            if lm.shape not in ((5, 2), (10,)) or not np.isfinite(lm).all():
-                raise ValueError("mean landmarks must be 10 numbers: x1 y1 ... x5 y5, normalised to the frame")
-            self.mean_landmarks, self.framing_source = lm.reshape(5, 2), "user"
+            self.mean_landmarks = check_mean_landmarks(mean_landmarks, "--mean-landmarks")
+            self.framing_source = "user"
         else:
             self.mean_landmarks = model.mean_landmarks.double().numpy().reshape(5, 2)
             same = torch.allclose(model.mean_landmarks.double(), CASIA_MEAN_LANDMARKS.double())
@@ -208,9 +238,10 @@ class FaceProtector:
                       framing={"mean_landmarks": self.mean_landmarks.tolist(), "source": self.framing_source,
                                "mask": self.mask.name})
 
-    def record_min_face(self, record: Record) -> float:
-        """The smallest face a record can hold: the smaller of its detector's and this one's min_face."""
-        sizes = [getattr(self.detector, "min_face", None), record.detector.get("min_face")]
+    def record_min_face(self, record: Record | None) -> float:
+        """The smallest face a record can hold: the smaller of its detector's and this one's min_face
+        (without a record: this one's)."""
+        sizes = [getattr(self.detector, "min_face", None), record.detector.get("min_face") if record else None]
         sizes = [float(v) for v in sizes if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0]
         return min(sizes) if sizes else 32.0
 
@@ -275,6 +306,7 @@ class FaceProtector:
         if recover and record is not None:
             protector = self.for_recovery(record, "image", digest=pixel_sha256(native), scope=passwords.scope,
                                    width=native.shape[1], height=native.shape[0])
+            passwords = passwords.derived_by(record.kdf)
             keys = [f["key"] for f in record.faces]
             transforms = [np.asarray(f["transform"], np.float64).reshape(2, 3) for f in record.faces]
         else:
@@ -287,6 +319,9 @@ class FaceProtector:
                 detector = self.detector_info()
             keys = list(range(len(points)))
             transforms = [self.transform(p) for p in points]
+            if not recover:  # never write a record that recovery would refuse
+                check_crops(transforms, self.size, native.shape[1], native.shape[0], self.record_min_face(None),
+                            "the faces to anonymize")
             approximate = recover
             if recover:
                 warnings.warn("no record: faces were detected again, so recovery is approximate",

@@ -4,7 +4,10 @@ A record is versioned JSON. For PNG output it lives inside the file (an iTXt chu
 ``face-identity-transformer``); for every other output (JPEG, WebP, TIFF, BMP, video) it is a sidecar
 file beside it, ``OUTPUT.record.json``. It holds:
 
-    format, version       "face-identity-transformer/record", 1
+    format, version       "face-identity-transformer/record", 2 (version 1 records are read too)
+    kdf                   which passphrase derivation made the codes (models/passwords.py): 2 normalises
+                          the passphrase (Unicode NFC, no byte-order mark) before scrypt; version 1
+                          records, which lack the key, were made by derivation 1 (the raw text)
     kind                  "image" or "video"
     output                what the record belongs to: image -> width, height, channels, dtype and
                           the SHA-256 of its decoded pixels; video -> width, height, frame count,
@@ -22,6 +25,10 @@ file beside it, ``OUTPUT.record.json``. It holds:
 Never in a record: the password, its code, or anything computed from them (not even a hash: with
 16-bit codes a hash would give the code away in 65,536 tries). Nor the faces' landmarks: the
 similarity transform says where a face is and how large, not its shape.
+
+Recovery refuses a record that does not fit its image (``check_recovery``; the message names the
+record): its sizes must be the image's, every crop must overlap the image and be of a size a face can
+have there (``check_crops``), and no face may be listed twice.
 """
 from __future__ import annotations
 
@@ -32,8 +39,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.passwords import KDF_VERSION, KDF_VERSIONS
+from training.checkpoint import check_mean_landmarks
+from utils.config import check_number
+
 FORMAT = "face-identity-transformer/record"
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)  # the record versions this tool reads
 PNG_KEY = "face-identity-transformer"
 SIDECAR_SUFFIX = ".record.json"
 
@@ -73,9 +85,11 @@ class Record:
     output: dict = field(default_factory=dict)
     faces: list = field(default_factory=list)
     tracks: list = field(default_factory=list)
+    kdf: int = KDF_VERSION  # the passphrase derivation of its codes
+    source: str = field(default="record", compare=False)  # where it was read from: named in messages
 
     def to_dict(self) -> dict:
-        d = {"format": FORMAT, "version": VERSION, "kind": self.kind, "output": self.output,
+        d = {"format": FORMAT, "version": VERSION, "kdf": self.kdf, "kind": self.kind, "output": self.output,
              "checkpoint": self.checkpoint, "framing": self.framing, "detector": self.detector,
              "passwords": self.passwords, "precision": self.precision}
         if self.kind == "image":
@@ -99,9 +113,14 @@ class Record:
     def from_dict(cls, d, where: str = "record") -> Record:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise RecordError(f"{where}: not a face-identity-transformer record (key 'format')")
-        if d.get("version") != VERSION:
-            raise RecordError(f"{where}: record version {d.get('version')!r} is not supported (this tool reads "
-                              f"version {VERSION})")
+        version = d.get("version")
+        if isinstance(version, bool) or version not in VERSIONS:
+            raise RecordError(f"{where}: record version {version!r} is not supported (this tool reads "
+                              f"versions {', '.join(map(str, VERSIONS))})")
+        kdf = 1 if version == 1 else d.get("kdf")
+        if isinstance(kdf, bool) or kdf not in KDF_VERSIONS:
+            raise RecordError(f"{where}: key 'kdf' (the passphrase derivation) must be one of "
+                              f"{', '.join(map(str, KDF_VERSIONS))}, got {kdf!r}")
         kind = d.get("kind")
         if kind not in ("image", "video"):
             raise RecordError(f"{where}: key 'kind' must be 'image' or 'video', got {kind!r}")
@@ -114,10 +133,15 @@ class Record:
         ck = d["checkpoint"]
         if not isinstance(ck.get("fingerprint"), str) or not isinstance(ck.get("img_size"), int):
             raise RecordError(f"{where}: key 'checkpoint' needs 'fingerprint' and 'img_size'")
-        lm = np.asarray(d["framing"].get("mean_landmarks", []), dtype=np.float64)
-        if lm.shape != (5, 2) or not np.isfinite(lm).all():
-            raise RecordError(f"{where}: key 'framing.mean_landmarks' must be 5 (x, y) pairs")
-        rec = cls(kind, ck, d["framing"], d["detector"], d["passwords"], d["precision"], d["output"])
+        check_number(ck["img_size"], f"{where}: key 'checkpoint.img_size'", low=1, integer=True, error=RecordError)
+        for key in ("width", "height") + (("frames",) if kind == "video" else ()):
+            check_number(d["output"].get(key), f"{where}: key 'output.{key}'", low=0 if key == "frames" else 1,
+                         integer=True, error=RecordError)
+        if d["detector"].get("min_face") is not None:
+            check_number(d["detector"]["min_face"], f"{where}: key 'detector.min_face'", low=0, error=RecordError)
+        check_mean_landmarks(d["framing"].get("mean_landmarks"), f"{where}: key 'framing.mean_landmarks'", RecordError)
+        rec = cls(kind, ck, d["framing"], d["detector"], d["passwords"], d["precision"], d["output"], kdf=kdf,
+                  source=where)
         if kind == "image":
             rec.faces = _check_faces(d.get("faces"), where)
         else:
@@ -155,7 +179,17 @@ def _check_faces(faces, where: str) -> list:
         if not isinstance(f, dict) or not isinstance(f.get("key"), int):
             raise RecordError(f"{where}: faces[{i}] needs an integer 'key'")
         out.append({"key": f["key"], "transform": _transform(f.get("transform"), f"{where}: faces[{i}]")})
+    _unique_keys([f["key"] for f in out], "faces", where)
     return out
+
+
+def _unique_keys(keys: list, what: str, where: str) -> None:
+    seen = {}
+    for i, k in enumerate(keys):
+        if k in seen:
+            raise RecordError(f"{where}: {what}[{seen[k]}] and {what}[{i}] have the same key {k}: a face is listed "
+                              "twice")
+        seen[k] = i
 
 
 def _check_tracks(tracks, where: str) -> list:
@@ -167,8 +201,11 @@ def _check_tracks(tracks, where: str) -> list:
                 or t["first_frame"] < 0 or not isinstance(t.get("transforms"), list) or not t["transforms"]:
             raise RecordError(f"{where}: tracks[{i}] needs integer 'key' and 'first_frame' and a list 'transforms'")
         tf = [_transform(m, f"{where}: tracks[{i}]") for m in t["transforms"]]
-        out.append({"key": t["key"], "first_frame": t["first_frame"], "transforms": tf,
-                    "detected": [int(x) for x in t.get("detected", [])]})
+        detected = t.get("detected", [])
+        if not isinstance(detected, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in detected):
+            raise RecordError(f"{where}: tracks[{i}] key 'detected' must be a list of frame numbers")
+        out.append({"key": t["key"], "first_frame": t["first_frame"], "transforms": tf, "detected": detected})
+    _unique_keys([t["key"] for t in out], "tracks", where)
     return out
 
 
@@ -198,26 +235,100 @@ def active_tracks(tracks: list) -> int:
     return most
 
 
+def crop_corners(transforms, size: int) -> np.ndarray:
+    """(N, 4, 2): the corners, in image pixels, of the size x size crops cut by N 2x3 image->crop
+    matrices (pixel-index coordinates: a crop spans -0.5 .. size - 0.5)."""
+    m = np.asarray(transforms, np.float64).reshape(-1, 2, 3)
+    q = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [size - 0.5, size - 0.5], [-0.5, size - 0.5]])
+    return np.einsum("nij,nkj->nki", np.linalg.inv(m[:, :, :2]), q[None] - m[:, None, :, 2])
+
+
+def _overlaps(corners: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(N,) whether each convex quad overlaps the image rectangle (separating-axis test)."""
+    rect = np.array([[-0.5, -0.5], [width - 0.5, -0.5], [width - 0.5, height - 0.5], [-0.5, height - 0.5]])
+    edges = np.roll(corners, -1, axis=1)[:, :2] - corners[:, :2]
+    axes = np.concatenate([np.broadcast_to(np.eye(2), (len(corners), 2, 2)),
+                           np.stack([-edges[..., 1], edges[..., 0]], -1)], axis=1)  # (N, 4, 2)
+    a = np.einsum("nkd,nad->nak", corners, axes)  # (N, axes, corners)
+    b = np.einsum("kd,nad->nak", rect, axes)
+    return ((a.max(-1) > b.min(-1)) & (b.max(-1) > a.min(-1))).all(-1)
+
+
+def check_crops(transforms, size: int, width: int, height: int, min_face: float, where: str = "record",
+                names: list[str] | None = None) -> None:
+    """Every crop must fit a width x height image: overlap it, have a side of at least
+    max(2, min_face / 2) image pixels (a face of min_face px has a crop about 2.5 times its side) and at
+    most 8 times the image's longer side, and no two crops may coincide (one face listed twice)."""
+    if not len(transforms):
+        return
+    names = names or [f"faces[{i}]" for i in range(len(transforms))]
+    corners = crop_corners(transforms, size)
+    side = np.linalg.norm(corners[:, 1] - corners[:, 0], axis=-1)
+    low, high = max(2.0, float(min_face) / 2), 8.0 * max(width, height)
+    inside = _overlaps(corners, width, height)
+    for i in range(len(corners)):
+        if not inside[i]:
+            x, y = corners[i].mean(0)
+            raise RecordError(f"{where}: {names[i]}: its crop (centre {x:.6g}, {y:.6g}) lies outside the "
+                              f"{width}x{height} image")
+        if not low <= side[i] <= high:
+            raise RecordError(f"{where}: {names[i]}: its crop is {side[i]:.3g} px wide, but crops of faces in a "
+                              f"{width}x{height} image are {low:g} to {high:g} px wide")
+    seen: dict = {}
+    for i, c in enumerate(np.rint(corners).astype(np.int64)):
+        key = c.tobytes()
+        if key in seen:
+            raise RecordError(f"{where}: {names[seen[key]]} and {names[i]} are the same crop: a face is listed twice")
+        seen[key] = i
+
+
+def _check_fit(record: Record, width: int, height: int, min_face: float, where: str) -> None:
+    """The record's sizes are the input's, and its crops fit it (``check_crops``)."""
+    out = record.output
+    if (out.get("width"), out.get("height")) != (width, height):
+        raise RecordError(f"{where}: made for a {out.get('width')}x{out.get('height')} "
+                          f"{'video' if record.kind == 'video' else 'image'}, not this {width}x{height} one")
+    size = int(record.checkpoint["img_size"])
+    if record.kind == "image":
+        check_crops([f["transform"] for f in record.faces], size, width, height, min_face, where)
+        return
+    frames = out.get("frames", 0)
+    by_frame: dict[int, tuple[list, list]] = {}
+    for i, t in enumerate(record.tracks):
+        end = t["first_frame"] + len(t["transforms"])
+        if end > frames:
+            raise RecordError(f"{where}: tracks[{i}] runs to frame {end - 1}, but the video has {frames} frames")
+        for j, m in enumerate(t["transforms"]):
+            tf, names = by_frame.setdefault(t["first_frame"] + j, ([], []))
+            tf.append(m)
+            names.append(f"tracks[{i}] (frame {t['first_frame'] + j})")
+    for tf, names in by_frame.values():
+        check_crops(tf, size, width, height, min_face, where, names)
+
+
 def check_recovery(record: Record, kind: str, *, model, digest: str, scope: str, width: int, height: int,
                    min_face: float, src: str | None = None) -> None:
     """Refuse to recover a photo (``kind`` "image") or a video with a record that was not made for it.
 
     The one place that checks, in this order: the record's kind, how many faces it lists (before any
-    work on them), the generator (``model``), the input's ``digest`` (a photo's pixels, a video
-    file's bytes) and the password ``scope``. ``src`` names the video in the messages."""
+    work on them), that it fits the input (sizes, crops, no face twice), the generator (``model``),
+    the input's ``digest`` (a photo's pixels, a video file's bytes) and the password ``scope``.
+    Messages name the record (``record.source``), and ``src`` the video."""
     video = kind == "video"
     at = f"{src}: " if src else ""
+    where = f"{at}{record.source}"
     if record.kind != kind:
-        raise RecordError(f"{at}the record belongs to a photo, not a video" if video
-                          else f"{at}this record belongs to a video, not a photo")
+        raise RecordError(f"{where}: the record belongs to a photo, not a video" if video
+                          else f"{where}: this record belongs to a video, not a photo")
     faces = active_tracks(record.tracks) if video else len(record.faces)
-    check_face_count(faces, width, height, min_face, f"{at}record (faces in one frame)" if video else f"{at}record")
-    record.check_model(model, f"{at}record")
+    check_face_count(faces, width, height, min_face, f"{where} (faces in one frame)" if video else where)
+    _check_fit(record, width, height, min_face, where)
+    record.check_model(model, where)
     if record.output.get("sha256") != digest:
         if video:
-            raise RecordError(f"{at}the record does not match this file (it was re-encoded, edited, or the record "
+            raise RecordError(f"{where}: the record does not match this file (it was re-encoded, edited, or the record "
                               f"belongs to another video)")
-        raise RecordError(f"{at}the record does not match this image (made for a {record.output.get('width')}x"
+        raise RecordError(f"{where}: the record does not match this image (made for a {record.output.get('width')}x"
                           f"{record.output.get('height')} image with other pixels): it was edited or re-encoded, "
                           f"or the record belongs to another file")
     if record.passwords != scope:

@@ -38,7 +38,7 @@ from protect.protector import ApproximateRecoveryWarning, FaceProtector, native_
 from protect.record import SIDECAR_SUFFIX, Record, RecordError, read_sidecar, sidecar_path
 from protect.video import VideoOptions, protect_video
 from protect.video_io import VIDEO_EXTENSIONS, TruncatedVideoWarning, VideoError
-from utils.fileio import atomic_write_bytes, atomic_write_text, is_image_path, walk_files
+from utils.fileio import atomic_write_bytes, atomic_write_text, is_image_path, unwritable, walk_files
 
 
 class RunError(ValueError):
@@ -212,24 +212,9 @@ def _check_writes(src: str, dst: str, jobs: list, inputs: set, opts: RunOptions)
                 raise RunError(f"{target} exists; choose another output or pass --overwrite")
             folder = os.path.dirname(os.path.abspath(target))
             if folder not in folders:
-                folders[folder] = _unwritable(folder)
+                folders[folder] = unwritable(folder)
             if folders[folder]:
                 raise RunError(f"{target}: cannot write the {what} of {name}: {folders[folder]}")
-
-
-def _unwritable(folder: str) -> str | None:
-    """Why files cannot be created in ``folder`` (made if missing), or None when they can."""
-    probe = folder
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    if not os.path.isdir(probe):
-        return f"{probe} is a file, not a folder"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"{probe} is not writable (read-only or no permission)"
-    return None
 
 
 def _find_record(path: str, photo_record: Record | None, explicit: str | None) -> Record | None:

@@ -223,6 +223,7 @@ def protect_video(protector: FaceProtector, src: str, dst: str, password, *, rec
             width, height = r.info.width, r.info.height
         protector = protector.for_recovery(record, "video", digest=file_sha256(src), scope=passwords.scope, width=width,
                              height=height, src=src)
+        passwords = passwords.derived_by(record.kdf)
         plan = [(t["key"], t["first_frame"], np.asarray(t["transforms"], np.float64).reshape(-1, 2, 3))
                 for t in record.tracks]
         n_tracks, n_frames = len(plan), int(record.output.get("frames", 0))

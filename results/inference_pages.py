@@ -46,8 +46,8 @@ from models.passwords import (
 from results.html import write_table_page
 from training.checkpoint import PAPER_G, CheckpointError, InferenceModel, generator_config, load_checkpoint
 from training.distributed import pick_device, use_bf16
-from utils.config import Config, ConfigError, make_config
-from utils.fileio import atomic_save_image, atomic_write_text
+from utils.config import Config, ConfigError, check_number, make_config
+from utils.fileio import atomic_save_image, atomic_write_text, unwritable
 from utils.images import to_uint8
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -202,6 +202,8 @@ def read_password_lines(path: str, length: int, count: int = N_PASSWORDS) -> lis
             lines = f.read().splitlines()
     except OSError as e:
         raise InferenceError(f"cannot read the password file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:  # its message would show bytes of a password
+        raise InferenceError(f"the password file {path} is not UTF-8 text; save it as UTF-8") from None
     if len(lines) != count:
         raise InferenceError(f"{path}: {len(lines)} lines; expected {count}, one password per line")
     out = []
@@ -256,6 +258,9 @@ def strip_png(row: Sequence[np.ndarray], gap: int = STRIP_GAP) -> np.ndarray:
 
 def new_folder(base: str) -> str:
     """Create and return ``base``, or ``base_2``, ``base_3``... : never an existing folder."""
+    why = unwritable(os.path.dirname(os.path.abspath(base)))
+    if why:
+        raise InferenceError(f"cannot write {base}: {why}")
     os.makedirs(os.path.dirname(os.path.abspath(base)), exist_ok=True)
     path, k = base, 1
     while True:
@@ -317,6 +322,7 @@ class ScriptInputs:
 
 
 def prepare(inputs: ScriptInputs) -> Setup:
+    check_number(inputs.seed, "--seed", low=0, integer=True, error=InferenceError)
     cfg = load_config(inputs.config_path, inputs.data_root)
     ckpt = find_checkpoint(inputs.config_path, inputs.ckpt_name)
     try:
@@ -490,10 +496,17 @@ def user_password(args) -> Callable[[int], Password] | None:
 
 
 def run_script(fn: Callable[[], None]) -> int:
-    """Run a script's body; problems with its inputs are one line on stderr and exit status 2."""
+    """Run a script's body; problems with its inputs are one line on stderr and exit status 2, a
+    file that could not be written one line and status 1, Ctrl-C one line and status 130."""
     try:
         fn()
     except (ConfigError, CheckpointError, datasets.DatasetError, InferenceError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: nothing more was written; a folder written so far may be incomplete", file=sys.stderr)
+        return 130
     return 0

@@ -149,8 +149,8 @@ def test_record_round_trip_and_holds_no_password(protector, astronaut_done, pw):
     code = int_from_bits(bits)
     forbidden = ["correct horse", str(code), f"{code:x}", f"{code:04X}", "".join(map(str, bits.tolist()))]
     assert not any(s in text for s in forbidden)
-    assert set(json.loads(text)) == {"format", "version", "kind", "output", "checkpoint", "framing", "detector",
-                                     "passwords", "precision", "faces"}
+    assert set(json.loads(text)) == {"format", "version", "kdf", "kind", "output", "checkpoint", "framing",
+                                     "detector", "passwords", "precision", "faces"}
     with pytest.raises(TypeError):
         pickle.dumps(FacePasswords.per_face("secret"))
     assert "secret" not in repr(FacePasswords.per_face("secret"))
@@ -166,7 +166,7 @@ def test_record_mismatch_is_an_error(protector, astronaut_done, pw, tmp_path):
     with pytest.raises(RecordError, match="another generator"):
         other.recover(out, rec, pw)
     with pytest.raises(RecordError, match="version"):
-        Record.from_json(rec.to_json().replace('"version":1', '"version":99'))
+        Record.from_json(rec.to_json().replace('"version":2', '"version":99'))
 
 
 def test_recovery_without_record_is_approximate(protector, pw, astronaut_done):

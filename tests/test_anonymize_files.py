@@ -14,6 +14,7 @@ from protect.photo_io import decode_photo, encode_photo, load_photo
 from protect.record import PNG_KEY, Record
 from tests.anonymize_helpers import astronaut_head, save_small_checkpoint, synthetic_face
 from tests.file_helpers import tree_digest
+from training.checkpoint import CASIA_MEAN_LANDMARKS
 
 pytestmark = pytest.mark.usefixtures("one_thread", "password")
 
@@ -203,7 +204,7 @@ def test_encode_decode_round_trip():
         assert np.array_equal(decoded, img) and np.array_equal(decode_photo(data).native, img), ext
     data, decoded, notes = encode_photo(np.dstack([img, img[:, :, :1]]), ".jpg")
     assert decoded.shape == img.shape and any("transparency dropped" in n for n in notes)
-    rec = Record("image", {"fingerprint": "f", "img_size": 64}, {"mean_landmarks": np.zeros((5, 2)).tolist()},
+    rec = Record("image", {"fingerprint": "f", "img_size": 64}, {"mean_landmarks": CASIA_MEAN_LANDMARKS.tolist()},
                  {"name": "given"}, "shared", "fp32")
     data, decoded, _ = encode_photo(img, ".png", record=rec)
     again = decode_photo(data)

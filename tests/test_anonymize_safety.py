@@ -278,7 +278,8 @@ def test_a_record_with_more_faces_than_fit_is_refused_quickly(ckpt, tmp_path, ca
     assert cli(src, "-o", tmp_path / "anon.png", ckpt=ckpt) == 0
     photo = load_photo(str(tmp_path / "anon.png"))
     rec = Record.from_json(photo.record.to_json())
-    rec.faces = rec.faces * 5000  # a crafted record: 5000 faces on 400x300 px (at most 108 of 32 px fit)
+    # a crafted record: 5000 faces on 400x300 px (at most 108 of 32 px fit)
+    rec.faces = [dict(f, key=k) for k, f in enumerate(rec.faces * 5000)]
     (tmp_path / "big.json").write_text(rec.to_json())
     t = time.perf_counter()
     assert cli(tmp_path / "anon.png", "-o", tmp_path / "back.png", "--recover", "--record", tmp_path / "big.json",

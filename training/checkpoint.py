@@ -16,12 +16,16 @@ A training checkpoint is a dict (loadable with ``torch.load(weights_only=True)``
                       generator was trained on, used to frame faces in the wild
 
 The authors' published checkpoints hold epoch, iter, state_dict_G/D/Q/FR and optimizer_G/D; they load
-too (the generator alone is enough for inference). This module alone writes and reads that layout:
-``training_state`` builds the dict of a run, ``restore_training_state`` puts it back.
+too (the generator alone is enough for inference). ``load_checkpoint``, the one function every command
+loads checkpoints with, refuses a file holding any value that is not finite (NaN or infinity) in its
+weights, optimizer states or statistics: such a generator writes black or unchanged faces. This
+module alone writes and reads that layout: ``training_state`` builds the dict of a run,
+``restore_training_state`` puts it back.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import zipfile
@@ -61,6 +65,48 @@ class CheckpointError(RuntimeError):
     pass
 
 
+def check_mean_landmarks(values, where: str, error: type[Exception] = ValueError):
+    """``values`` as a (5, 2) float64 array of mean landmarks normalised to the frame (x / (W / 2) - 1):
+    ten finite numbers in [-1, 1], not all at one point; else ``error`` naming ``where``."""
+    import numpy as np
+
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().double().numpy()
+    try:
+        a = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        a = np.zeros(0)
+    if a.size != 10:
+        raise error(f"{where}: mean landmarks must be 10 numbers, x1 y1 ... x5 y5 (got {a.size})")
+    a = a.reshape(5, 2)
+    if not np.isfinite(a).all():
+        raise error(f"{where}: mean landmarks must be finite numbers (they hold NaN or infinity)")
+    if np.abs(a).max() > 1.0:
+        raise error(f"{where}: mean landmarks lie outside the frame (normalised x/(W/2)-1, each in [-1, 1]; "
+                    f"got {np.abs(a).max():.3g})")
+    if np.ptp(a, axis=0).max() < 1e-3:
+        raise error(f"{where}: mean landmarks must be five distinct points (they coincide)")
+    return a
+
+
+def nonfinite_entries(obj, name: str = "") -> list[str]:
+    """Where ``obj`` (a checkpoint: nested dicts, lists and tuples) holds a floating-point tensor or a
+    number that is not finite (NaN or infinity), e.g. ``state_dict_G.model.1.weight``."""
+    if isinstance(obj, torch.Tensor):
+        if obj.is_floating_point() or obj.is_complex():
+            return [] if bool(torch.isfinite(obj).all()) else [name or "value"]
+        return []
+    if isinstance(obj, float):
+        return [] if math.isfinite(obj) else [name or "value"]
+    if isinstance(obj, dict):
+        items = ((f"{name}.{k}" if name else str(k), v) for k, v in obj.items())
+    elif isinstance(obj, (list, tuple)):
+        items = ((f"{name}[{i}]", v) for i, v in enumerate(obj))
+    else:
+        return []
+    return [where for key, value in items for where in nonfinite_entries(value, key)]
+
+
 def save_checkpoint(state: dict, path: str) -> None:
     """Write atomically: a crash or a full disk while saving leaves the previous file intact."""
     atomic_torch_save(state, path)
@@ -82,6 +128,11 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
         raise CheckpointError(f"{path}: {_refusal(e)}") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not a checkpoint (holds a {type(ckpt).__name__}, not a dict of weights)")
+    bad = nonfinite_entries(ckpt)
+    if bad:
+        raise CheckpointError(f"{path}: refused: values that are not finite (NaN or infinity) in {_short(bad, 3)}; "
+                              f"the training run that saved it diverged, so its generator destroys faces or "
+                              f"leaves them as they are -- use an earlier checkpoint")
     return ckpt
 
 
@@ -176,8 +227,10 @@ def restore_training_state(ckpt: dict, nets, objective, path: str, log=print) ->
     if ckpt.get("format") == FORMAT:
         objective.load_state_dict(dict(ckpt["objective"], **{key: ckpt[key] for key in OPTIMIZERS}))
         _set_rng_state(ckpt["rng"])
-        return TrainingPosition(int(ckpt["epoch"]), int(ckpt["iter"]), int(ckpt["global_iter"]),
-                                ckpt["mean_landmarks"].cpu() if "mean_landmarks" in ckpt else None)
+        framing = None
+        if "mean_landmarks" in ckpt:
+            framing = torch.from_numpy(check_mean_landmarks(ckpt["mean_landmarks"], path, CheckpointError)).float()
+        return TrainingPosition(int(ckpt["epoch"]), int(ckpt["iter"]), int(ckpt["global_iter"]), framing)
     for key, opt in zip(OPTIMIZERS, (objective.opt_G, objective.opt_D)):
         if key in ckpt:
             try:
@@ -210,11 +263,17 @@ def fingerprint(state_dict: dict) -> str:
     return h.hexdigest()
 
 
-def generator_config(ckpt: dict, overrides: dict | None = None) -> dict:
-    """The generator settings of a checkpoint: its own config, or the paper's (authors' files)."""
+def generator_config(ckpt: dict, overrides: dict | None = None, path: str = "checkpoint") -> dict:
+    """The generator settings of a checkpoint: its own config (each value checked as a config key),
+    or the paper's (authors' files)."""
+    from utils.config import ConfigError, check_value
+
     cfg = dict(PAPER_G)
     if "config" in ckpt:
-        cfg.update({k: v for k, v in ckpt["config"].items() if k in PAPER_G})
+        try:
+            cfg.update({k: check_value(k, v, f"{path}: config") for k, v in ckpt["config"].items() if k in PAPER_G})
+        except ConfigError as e:
+            raise CheckpointError(str(e)) from None
     else:
         first = ckpt["state_dict_G"].get("model.1.weight")
         if first is not None:  # infer the password length from G's input channels
@@ -240,7 +299,7 @@ class InferenceModel:
                                   f"keys: {_short(sorted(map(str, ckpt)))}")
         self.path = path
         self.original_format = ckpt.get("format") != FORMAT
-        self.cfg = generator_config(ckpt, overrides)
+        self.cfg = generator_config(ckpt, overrides, path)
         self.G = build_generator(self.cfg)
         load_state_strict(self.G, ckpt["state_dict_G"], "state_dict_G", path)
         if ckpt.get("inference_stats_G"):  # our checkpoints; the authors' fall back to twin normalisation
@@ -251,9 +310,10 @@ class InferenceModel:
         self.passwd_length = int(self.cfg["passwd_length"])
         self.mode = self.cfg["use_minus_one"]
         if mean_landmarks is not None:
-            self.mean_landmarks = torch.as_tensor(mean_landmarks, dtype=torch.float32).reshape(5, 2)
+            self.mean_landmarks = torch.from_numpy(check_mean_landmarks(mean_landmarks, "mean_landmarks")).float()
         elif "mean_landmarks" in ckpt:
-            self.mean_landmarks = ckpt["mean_landmarks"].float().reshape(5, 2)
+            lm = check_mean_landmarks(ckpt["mean_landmarks"], f"{path}: key 'mean_landmarks'", CheckpointError)
+            self.mean_landmarks = torch.from_numpy(lm).float()
         else:
             self.mean_landmarks = CASIA_MEAN_LANDMARKS.clone()
         self.fingerprint = fingerprint(ckpt["state_dict_G"])

@@ -108,6 +108,16 @@ def _buckets(tensors: list, max_bytes: int):
         yield bucket
 
 
+def any_process(flag: bool, device) -> bool:
+    """Whether ``flag`` holds in any process: one all-reduce of one number (the flag itself when there
+    is one process). For decisions every process must take together, such as stopping."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

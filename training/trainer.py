@@ -14,6 +14,7 @@ continued is written into its folder:
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -36,6 +37,7 @@ from training.checkpoint import (
     check_training_checkpoint,
     load_checkpoint,
     load_state_strict,
+    nonfinite_entries,
     restore_training_state,
     save_checkpoint,
     training_state,
@@ -43,7 +45,7 @@ from training.checkpoint import (
 from training.fr_pretrain import pretrain_face_recognizer
 from training.heldout import ViewPasswords, evaluate, format_evaluation, views
 from utils.config import Config, ConfigError, dump_yaml
-from utils.fileio import atomic_write_text
+from utils.fileio import atomic_write_text, unwritable
 from utils.images import to_uint8
 
 SPHEREFACE_HELP = ("The paper's configs fine-tune the pretrained SphereFace-20a of clcarwin/sphereface_pytorch "
@@ -63,6 +65,18 @@ def new_run_dir(cfg: Config) -> str:
         path = f"{base}_{k}"
     os.makedirs(path)
     return path
+
+
+def check_run_outputs(cfg: Config) -> None:
+    """The run's folder can be written: checked before any work (data, networks, FR pre-training)."""
+    key, folder = ("resume", os.path.dirname(os.path.abspath(cfg.resume))) if cfg.resume else ("ckpt_dir", cfg.ckpt_dir)
+    why = unwritable(folder)
+    if why:
+        raise ConfigError(f"config: {key}: cannot write the run in {folder}: {why}")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite: training stopped (the message says what was saved)."""
 
 
 def git_description() -> str:
@@ -209,6 +223,7 @@ class Trainer:
         # Inputs first: nothing is written (run folder, config, logs) until everything is checked,
         # the checkpoint to resume from above all, whose folder the run continues in.
         resume_state = self._check_resume()
+        check_run_outputs(cfg)
         torch.manual_seed(cfg.seed + self.dist.rank)
         self.batch = self._batch_per_process()
         self.stop_requested = False
@@ -428,6 +443,7 @@ class Trainer:
                     it = self.global_iter
                     if it % cfg.print_freq == 0 or it == total_iters:
                         avg = {k: (v / count).item() for k, v in sums.items()}  # the only host sync
+                        self.check_finite(avg, it - count + 1, it)
                         now = time.time()
                         sec_per_it = (now - last_logged) / count
                         wait_per_it = data_wait / count
@@ -474,6 +490,38 @@ class Trainer:
         self.log(f"reached iteration {self.global_iter} of {total_iters}{cut}; run folder {self.run_dir}")
         self.close()
         return result
+
+    def check_finite(self, avg: dict, first: int, last: int) -> None:
+        """Stop at the first logged loss average that is not finite (a NaN or an infinity in any step
+        of iterations first..last makes it so): the averages are read here anyway, so this costs no
+        extra pass and no extra host sync (with several processes, one all-reduce of one number per
+        log line, so that they stop together). Saves the state (as a checkpoint if its weights are
+        finite, else apart, for inspection) and raises TrainingDiverged."""
+        bad = [k for k, v in avg.items() if not math.isfinite(v)]
+        if not distributed.any_process(bool(bad), self.device):
+            return
+        what = f"the loss {', '.join(bad)} is" if bad else "a loss of another process is"
+        msg = f"training stopped: {what} not finite (NaN or infinity) in iterations {first} to {last}"
+        if self.dist.main:
+            state = self.state()
+            latest = os.path.join(self.run_dir, "checkpoint_latest.pth.tar")
+            earlier = latest if os.path.exists(latest) else None
+            if not nonfinite_entries(state):
+                path = self.save(final=True)
+                msg += f"; the weights are still finite: saved {path}" if path else "; no checkpoint could be saved"
+            else:
+                path = os.path.join(self.run_dir, f"diverged_e{self.epoch:04d}_i{self.iter_in_epoch:08d}.pth.tar")
+                try:
+                    save_checkpoint(state, path)
+                    msg += f"; the weights are not finite either: saved them apart as {path} for inspection (commands "
+                    msg += "refuse it)"
+                except OSError as e:
+                    msg += f"; the weights are not finite either (not saved: {e.strerror or e})"
+                msg += f"; the last good checkpoint is {earlier}" if earlier else "; no checkpoint was saved before"
+            msg += "; try lower learning rates (lr, G_lr, D_lr, FR_lr)"
+            self.log("ERROR: " + msg, console=False)
+        self.close()
+        raise TrainingDiverged(msg)
 
     def final_evaluation(self) -> dict | None:
         if not self.dist.main or len(self.test_set) == 0:
@@ -542,6 +590,9 @@ def main(argv=None) -> int:
     except (ConfigError, CheckpointError, datasets.DatasetError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (TrainingDiverged, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -5,12 +5,16 @@ configuration is built in this order, later sources winning:
 
     schema defaults  <  YAML file  <  ``--key value`` flags on the command line
 
-Unknown keys (in YAML or on the command line) and values of the wrong type are errors that name the
-key, and for unknown keys the nearest valid one.
+Unknown keys (in YAML or on the command line), values of the wrong type and numbers that are not
+finite or out of their key's range (``LIMITS``) are errors that name the key and where it came from,
+and for unknown keys the nearest valid one. ``check_number`` is the one check of a number's
+finiteness and range: the scripts' numeric options and the numbers read from files use it too.
 """
 from __future__ import annotations
 
 import difflib
+import math
+import numbers
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -139,6 +143,50 @@ SCHEMA: dict[str, Option] = {
 }
 
 
+# The range of every numeric key: low and high bounds (inclusive unless marked open). Floats must also
+# be finite (no NaN, no infinity) whatever their key.
+LIMITS: dict[str, dict] = {
+    **{k: dict(low=0, high=2 ** 32 - 1) for k in ("seed", "synthetic_seed")},
+    "epochs": dict(low=1), "max_iters": dict(low=0), "time_limit_min": dict(low=0),
+    "synthetic_identities": dict(low=1), "synthetic_images_per_id": dict(low=1, high=1000),
+    "img_size": dict(low=64),  # the discriminator's depth
+    "batch_size": dict(low=1), "workers": dict(low=0), "passwd_length": dict(low=4),
+    "ngf": dict(low=1), "ndf": dict(low=1), "n_layers_D": dict(low=1), "init_gain": dict(low=0),
+    "pool_size": dict(low=0), "fr_pretrain_epochs": dict(low=0), "fr_pretrain_lr": dict(low=0),
+    "fr_width": dict(low=0, low_open=True), "fr_crop_height": dict(low=16), "fr_crop_width": dict(low=16),
+    "fr_num_classes": dict(low=0), "angle_margin": dict(low=1, high=4), "angle_gamma": dict(low=0),
+    "angle_lambda_min": dict(low=0), "angle_lambda_max": dict(low=0),
+    **{k: dict(low=0) for k in ("lr", "G_lr", "Q_lr", "D_lr", "FR_lr", "weight_decay")},
+    **{k: dict(low=0, high=1, high_open=True) for k in ("beta1", "beta2")},
+    **{k: dict(low=0) for k in SCHEMA if k.startswith("lambda_")},
+    "print_freq": dict(low=1), "ckpt_per_epoch": dict(low=0), "keep_ckpts": dict(low=0), "html_freq": dict(low=1),
+    "display_id": dict(low=0), "display_port": dict(low=1, high=65535), "display_freq": dict(low=1),
+    "eval_batches": dict(low=0),
+}
+
+
+def check_number(value, name: str, *, low=None, high=None, low_open: bool = False, high_open: bool = False,
+                 integer: bool = False, error: type[Exception] = ConfigError):
+    """``value`` when it is a finite number (an integer if ``integer``) within [low, high] (bounds
+    excluded where open); otherwise ``error`` with one line naming ``name`` (an option, a key, a file)."""
+    if integer:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = not ((low is not None and (value < low or (low_open and value == low))) or
+                  (high is not None and (value > high or (high_open and value == high))))
+    if not ok:
+        what = "an integer" if integer else "a finite number"
+        bounds = []
+        if low is not None:
+            bounds.append(f"{'>' if low_open else '>='} {low:g}")
+        if high is not None:
+            bounds.append(f"{'<' if high_open else '<='} {high:g}")
+        raise error(f"{name} must be {what}{' ' + ' and '.join(bounds) if bounds else ''}, got {value!r}")
+    return value
+
+
 # ---- parsing helpers ------------------------------------------------------------------------
 
 def _nearest(key: str) -> str:
@@ -172,7 +220,17 @@ def _check_type(key: str, value: Any, where: str) -> Any:
     if opt.choices and value not in opt.choices:
         raise ConfigError(f"{where}: key '{key}' must be one of {', '.join(map(str, opt.choices))}; "
                           f"got {value!r}")
+    if opt.type in (int, float):
+        name = f"--{key}" if where == "command line" else f"key '{key}'"
+        check_number(value, f"{where}: {name}", integer=opt.type is int, **LIMITS.get(key, {}))
     return value
+
+
+def check_value(key: str, value: Any, where: str) -> Any:
+    """A value of a known key, read from ``where`` (a file, a checkpoint): type, finiteness and range."""
+    if key not in SCHEMA:
+        raise _unknown(key, where)
+    return _check_type(key, value, where)
 
 
 def _parse_flag_value(key: str, text: str) -> Any:
@@ -264,8 +322,6 @@ class Config(dict):
 def validate(cfg: Config) -> Config:
     if cfg.passwd_length <= 0 or cfg.passwd_length % 4:
         raise ConfigError(f"config: passwd_length must be a positive multiple of 4, got {cfg.passwd_length}")
-    if cfg.batch_size <= 0:
-        raise ConfigError(f"config: batch_size must be positive, got {cfg.batch_size}")
     if cfg.img_size % 4:
         raise ConfigError(f"config: img_size must be a multiple of 4, got {cfg.img_size}")
     if cfg.which_model_netG.startswith("unet_"):  # unet_N halves the image down to 1x1 at N x N
@@ -273,14 +329,9 @@ def validate(cfg: Config) -> Config:
         if cfg.img_size % side:
             raise ConfigError(f"config: {cfg.which_model_netG} needs img_size a multiple of {side}, "
                               f"got {cfg.img_size}")
-    if cfg.fr_crop_height < 16 or cfg.fr_crop_width < 16:
-        raise ConfigError("config: fr_crop_height and fr_crop_width must be at least 16, got "
-                          f"{cfg.fr_crop_height}x{cfg.fr_crop_width}")
-    if cfg.img_size < 64:
-        raise ConfigError(f"config: img_size must be at least 64 (the discriminator's depth), got {cfg.img_size}")
-    for key in ("G_lr", "Q_lr", "D_lr", "FR_lr", "lr"):
-        if cfg[key] is not None and cfg[key] < 0:
-            raise ConfigError(f"config: {key} must not be negative, got {cfg[key]}")
+    if cfg.lambda_GAN_M + cfg.lambda_GAN_recon + cfg.lambda_GAN_WR <= 0:
+        raise ConfigError("config: lambda_GAN_M, lambda_GAN_recon and lambda_GAN_WR are weights of an average; "
+                          "at least one must be positive")
     return cfg
 
 

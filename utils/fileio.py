@@ -88,6 +88,22 @@ def _format_of(path: str) -> str:
             ".tif": "TIFF", ".tiff": "TIFF"}.get(ext, "PNG")
 
 
+def unwritable(folder: str) -> str | None:
+    """Why files cannot be created in ``folder`` (made if missing), or None when they can: the check
+    every command makes of its outputs before any work."""
+    probe = os.path.abspath(folder)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        return f"{probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable (read-only or no permission)"
+    return None
+
+
 # ---- listing ------------------------------------------------------------------------------------
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})

@@ -110,3 +110,11 @@ def test_pretrained_models_readme_gives_the_authors_links_names_and_commands():
                 assert os.path.isfile(os.path.join(ROOT, word)), word
             if word.startswith("pretrained_models/"):
                 assert os.path.basename(word) in ("fit_main.pth.tar",), word
+
+
+def test_the_readme_serves_result_pages_on_loopback_only():
+    serves = [ln.strip() for ln in read("README.md").splitlines() if "http.server" in ln and ln.startswith("    ")]
+    assert serves, "README.md shows no command that serves the result pages"
+    for command in serves:
+        assert "-b 127.0.0.1" in command or "--bind 127.0.0.1" in command, command
+    assert any("test_web" in command for command in serves)

@@ -9,7 +9,28 @@ Any config key below can be given as --key value (or --key=value; a bare --flag 
 true; none sets a key that allows it to null) and wins over the YAML file.
 """
 import argparse
+import os
 import sys
+
+
+def passive_openmp_when_busy(environ=os.environ, loadavg=os.getloadavg, cores: int | None = None) -> str | None:
+    """On a machine that other jobs already keep busy (1-minute load average at least half the cores),
+    set OMP_WAIT_POLICY=PASSIVE unless the user set a policy; must run before torch is imported. The
+    smoke step beside two busy processes on 2 cores took 7.5 s with the runtime's spinning default and
+    3.7 s passive, but alone 0.62 s against 1.16 s (bench/oversubscription.py, docs/training_notes.md):
+    so only when busy. Returns the line to print, or None."""
+    if "OMP_WAIT_POLICY" in environ:
+        return None
+    try:
+        load = loadavg()[0]
+    except OSError:
+        return None
+    cores = cores or os.cpu_count() or 1
+    if load < cores / 2:
+        return None
+    environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return (f"the machine is busy (load average {load:.1f} on {cores} cores): OpenMP threads wait passively "
+            "(OMP_WAIT_POLICY=PASSIVE; set OMP_WAIT_POLICY yourself to choose)")
 
 
 def help_parser() -> argparse.ArgumentParser:
@@ -33,6 +54,9 @@ def main(argv=None) -> int:
     if argv[0] in ("-h", "--help"):
         help_parser().print_help()
         return 0
+    said = passive_openmp_when_busy()
+    if said:
+        print(said, file=sys.stderr)
     from training.trainer import main as train_main
 
     return train_main(argv)

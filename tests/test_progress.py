@@ -99,3 +99,14 @@ def test_the_validation_panels_draw_every_measured_value():
     cells = group(list(values), VALIDATION_PANELS)
     assert [t for t, _ in cells] == [t for t, _ in VALIDATION_PANELS]
     assert sorted(n for _, names in cells for n in names) == sorted(values)
+
+
+def test_openmp_waits_passively_only_on_a_machine_already_busy():
+    from main_train import passive_openmp_when_busy
+
+    env = {}
+    assert passive_openmp_when_busy(env, lambda: (0.3, 0, 0), cores=2) is None and env == {}
+    said = passive_openmp_when_busy(env, lambda: (4.2, 0, 0), cores=2)
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE"} and "load average 4.2 on 2 cores" in said
+    mine = {"OMP_WAIT_POLICY": "ACTIVE"}  # the user's choice stays
+    assert passive_openmp_when_busy(mine, lambda: (4.2, 0, 0), cores=2) is None and mine["OMP_WAIT_POLICY"] == "ACTIVE"

@@ -93,7 +93,9 @@ def slow_message(median: float, baseline: float, lo: int, hi: int) -> str:
     except OSError:
         load = f"{cores} cores"
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
+    policy = os.environ.get("OMP_WAIT_POLICY", "unset")
     return (f"slow steps: {median:.2f} s per step lately, {median / baseline:.1f}x this run's steps {lo}-{hi} "
-            f"({baseline:.2f} s); {load}, OMP_NUM_THREADS {threads}. Other processes are probably using the "
-            "cores: stop them (see top), or give this run fewer threads than the cores left free "
-            "(OMP_NUM_THREADS=1, workers: 0) and keep OMP_WAIT_POLICY=PASSIVE (docs/training_notes.md)")
+            f"({baseline:.2f} s); {load}, OMP_NUM_THREADS {threads}, OMP_WAIT_POLICY {policy}. Other processes "
+            "are probably using the cores: stop them (see top), or resume this run (--resume) with "
+            "OMP_WAIT_POLICY=PASSIVE and OMP_NUM_THREADS=1: spinning OpenMP threads on shared cores cost most "
+            "(docs/training_notes.md)")

@@ -119,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan_outputs(args.input, args.output, opts)  # refuse bad paths before asking for a password
         model = InferenceModel(args.checkpoint, device)
+        if model.trained_on == "synthetic":
+            print(f"warning: {args.checkpoint} was trained on synthetic faces (its config says dataset: "
+                  "synthetic); on photos of real people it makes blotches, not faces: use a model trained on "
+                  "real faces (pretrained_models/README.md)", file=sys.stderr)
         detector = make_detector(args.detector, upsample=args.upsample, min_face=args.min_face,
                                  max_side=args.detect_max_side)
         protector = FaceProtector(model, detector, mean_landmarks=args.mean_landmarks,

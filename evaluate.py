@@ -14,10 +14,11 @@ import sys
 
 import datasets
 from results.inference_pages import run_script
+from utils.config import ScriptHelpFormatter, schema_help
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=ScriptHelpFormatter, epilog=schema_help())
     ap.add_argument("--checkpoint", required=True, help="checkpoint file (this project's or the authors')")
     ap.add_argument("--dataset", required=True, choices=datasets.DATASETS, help="test data: its test split")
     ap.add_argument("--out", required=True, help="output folder (never replaced: DIR_2... if it exists)")

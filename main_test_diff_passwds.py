@@ -13,11 +13,11 @@ import argparse
 import sys
 
 from results.inference_pages import N_PASSWORDS, diff_passwords, run_script, script_arguments, script_inputs
+from utils.config import ScriptHelpFormatter, schema_help
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=ScriptHelpFormatter, epilog=schema_help())
     ap.add_argument("config", help="the config the checkpoint was trained with")
     ap.add_argument("--resume", required=True, help="checkpoint (.pth.tar) to test")
     ap.add_argument("--password-file", default=None,

@@ -17,11 +17,11 @@ import argparse
 import sys
 
 from results.inference_pages import run_script, save_visual, script_arguments, script_inputs, user_password
+from utils.config import ScriptHelpFormatter, schema_help
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=ScriptHelpFormatter, epilog=schema_help())
     ap.add_argument("config", help="the run's config.yaml (in the run folder)")
     ap.add_argument("--ckpt_name", required=True, help="checkpoint file in the config's folder, or a path")
     ap.add_argument("--inference_full", action="store_true", help="every test image, not one batch")

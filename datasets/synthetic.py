@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from utils.fileio import atomic_write_text, unwritable
 
@@ -94,8 +95,9 @@ def _meta(identities, images_per_id, seed) -> dict:
 
 
 def generate_synthetic_dataset(root: str, identities: int, images_per_id: int, seed: int = 0,
-                               workers: int | None = None) -> str:
-    """Write a synthetic face folder at `root` (which must not exist yet) and return its path."""
+                               workers: int | None = None, progress: bool = False) -> str:
+    """Write a synthetic face folder at `root` (which must not exist yet) and return its path;
+    ``progress``: a progress bar (identities written) on stderr."""
     _check_args(identities, images_per_id, seed)
     root = os.path.abspath(root)
     if os.path.lexists(root):
@@ -108,13 +110,15 @@ def generate_synthetic_dataset(root: str, identities: int, images_per_id: int, s
         os.makedirs(images_dir)
         jobs = [(images_dir, int(seed), label, int(images_per_id)) for label in range(identities)]
         workers = max(1, min(workers or os.cpu_count() or 1, identities))
-        if workers == 1:
-            chunks = [_write_identity(job) for job in jobs]
-        else:
-            # spawn, not fork: forking a process that already runs threads (torch, video decoding,
-            # visdom's sender) can leave a worker waiting forever on a lock copied in its held state
-            with mp.get_context("spawn").Pool(workers) as pool:
-                chunks = pool.map(_write_identity, jobs, chunksize=1)
+        with tqdm(total=len(jobs), desc="synthetic faces", unit="identity", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            if workers == 1:
+                chunks = [_write_identity(job) for job in bar_over(jobs, bar)]
+            else:
+                # spawn, not fork: forking a process that already runs threads (torch, video decoding,
+                # visdom's sender) can leave a worker waiting forever on a lock copied in its held state
+                with mp.get_context("spawn").Pool(workers) as pool:
+                    chunks = list(bar_over(pool.imap(_write_identity, jobs, chunksize=1), bar))
         atomic_write_text(os.path.join(tmp, "landmarks.txt"), "\n".join(l for c in chunks for l in c) + "\n")
         meta = dict(_meta(identities, images_per_id, seed), version=VERSION, size=250)
         atomic_write_text(os.path.join(tmp, META), json.dumps(meta, indent=1) + "\n")
@@ -130,6 +134,13 @@ def generate_synthetic_dataset(root: str, identities: int, images_per_id: int, s
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return root
+
+
+def bar_over(items, bar):
+    """``items``, advancing ``bar`` by one after each."""
+    for item in items:
+        yield item
+        bar.update(1)
 
 
 def check_synthetic_folder(root: str, identities: int, images_per_id: int, seed: int) -> None:
@@ -163,7 +174,7 @@ def ensure_synthetic_dataset(root: str, identities: int, images_per_id: int, see
     if why:
         raise DatasetError(f"cannot generate the synthetic faces in {root} (data_root): {why}")
     print(f"Generating {identities} x {images_per_id} synthetic faces (seed {seed}) in {root}", flush=True)
-    return generate_synthetic_dataset(root, identities, images_per_id, seed, workers)
+    return generate_synthetic_dataset(root, identities, images_per_id, seed, workers, progress=True)
 
 
 def synthetic(data_root: str, synthetic_dir: str, identities: int, images_per_id: int, seed: int,

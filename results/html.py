@@ -27,14 +27,15 @@ import numpy as np
 from dominate import document, tags
 from PIL import Image
 
-from models.views import VIEW_COLUMNS
-from results.loss_plot import render_loss_plot
+from models.views import COLUMN_LEGEND, VIEW_COLUMNS
+from results.loss_plot import LOSS_PANELS, render_loss_plot
 from utils.fileio import atomic_save_image, atomic_write_text
 
 # Column titles of the training and validation pages (the spec's order).
 TRAINING_COLUMNS = VIEW_COLUMNS
 
 IMAGE_DIR = "images"
+MIN_SIDE = 128  # images are shown at least this large (scaled up by whole factors, pixelated)
 LOSS_PLOT = "losses.png"
 _PAGE_RE = re.compile(r"^e(\d+)_i(\d+)(?:_(\d+))?\.html$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -45,7 +46,11 @@ table.results th, table.results td { padding: 3px; text-align: center; vertical-
 table.results th { font-weight: normal; font-size: 0.85em; max-width: 10em; }
 table.results th.row { text-align: right; }
 img.result { display: block; margin: 0 auto; image-rendering: pixelated; }
+img.losses { max-width: 100%; height: auto; }
 ul.pages li { margin: 0.15em 0; }
+dl.legend { display: grid; grid-template-columns: max-content auto; gap: 0.1em 1em; font-size: 0.9em; }
+dl.legend dt { font-weight: bold; }
+dl.legend dd { margin: 0; }
 .note { color: #a33; }
 """
 
@@ -55,10 +60,12 @@ ul.pages li { margin: 0.15em 0; }
 def write_table_page(page_path: str, title: str, rows: Iterable[Sequence[np.ndarray | None]],
                      columns: Sequence[str], row_titles: Sequence[str] | None = None,
                      image_stem: str | None = None, subtitle: str | None = None,
-                     back_link: str | None = None) -> int:
+                     back_link: str | None = None, min_side: int = MIN_SIDE) -> int:
     """Write ``page_path``: a table whose cell (r, c) shows ``rows[r][c]`` (uint8 HxWx3, or None
     for an empty cell) under the title ``columns[c]``. Rows may be any iterable (a generator keeps
-    a long page out of memory). Images go to ``images/{image_stem}_rRRRR_cCC.png`` beside the page.
+    a long page out of memory). Images go to ``images/{image_stem}_rRRRR_cCC.png`` beside the page,
+    shown scaled up by a whole factor until their shorter side is at least ``min_side`` pixels.
+    Columns named in models/views.py get a legend (what each image is; passwords are never shown).
     Returns the number of rows written. Refuses to replace an existing page or image.
     """
     if os.path.exists(page_path):
@@ -81,6 +88,12 @@ def write_table_page(page_path: str, title: str, rows: Iterable[Sequence[np.ndar
         tags.h2(title)
         if subtitle:
             tags.p(subtitle)
+        legend = [(c, COLUMN_LEGEND[c]) for c in columns if c in COLUMN_LEGEND]
+        if legend:
+            with tags.dl(cls="legend"):
+                for c, text in legend:
+                    tags.dt(c)
+                    tags.dd(text)
         with tags.table(cls="results"):
             with tags.tr():
                 if titles is not None:
@@ -110,7 +123,8 @@ def write_table_page(page_path: str, title: str, rows: Iterable[Sequence[np.ndar
                                                   f"replaced")
                         atomic_save_image(Image.fromarray(image), target)
                         h, w = image.shape[:2]
-                        tags.td(tags.a(tags.img(src=rel, width=w, height=h, cls="result",
+                        scale = max(1, -(-min_side // min(h, w))) if min_side else 1
+                        tags.td(tags.a(tags.img(src=rel, width=w * scale, height=h * scale, cls="result",
                                                 alt=f"{columns[c]}, row {r}"), href=rel))
                 n = r + 1
     if titles is not None and len(titles) != n:
@@ -181,12 +195,20 @@ def write_static_page(out_dir: str, name: str, title: str, rows, columns=None,
 # ---- the training site -----------------------------------------------------------------------
 
 class ResultsSite:
-    """Pages of one run folder's ``web/`` or ``test_web/`` and their ``index.html``."""
+    """Pages of one run folder's ``web/`` or ``test_web/`` and their ``index.html``, under the
+    curves of ``losses_path`` (a JSON-lines log, see results/loss_plot.py) drawn in ``panels``
+    from each record's ``record_key`` mapping, and ``intro`` (a paragraph) when given."""
 
-    def __init__(self, root_dir: str, title: str, losses_path: str | None = None):
+    def __init__(self, root_dir: str, title: str, losses_path: str | None = None,
+                 panels=LOSS_PANELS, record_key: str = "losses", intro: str | None = None,
+                 row_note: str | None = None):
         self.root_dir = root_dir
         self.title = title
         self.losses_path = losses_path
+        self.panels = panels
+        self.record_key = record_key
+        self.intro = intro
+        self.row_note = row_note
 
     def add_page(self, epoch: int, iteration: int, rows, columns: Sequence[str] | None = None,
                  row_titles: Sequence[str] | None = None) -> str:
@@ -200,7 +222,8 @@ class ResultsSite:
         rows, columns = as_table(rows, columns)
         path = os.path.join(self.root_dir, stem + ".html")
         write_table_page(path, f"{self.title}: epoch {epoch}, iteration {iteration}", rows,
-                         columns, row_titles, image_stem=stem, back_link="index.html")
+                         columns, row_titles, image_stem=stem, back_link="index.html",
+                         subtitle=self.row_note)
         self.write_index()
         return path
 
@@ -224,11 +247,15 @@ class ResultsSite:
             tags.meta(charset="utf-8")
             tags.style(_STYLE)
         with doc:
+            if os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(self.root_dir)), "index.html")):
+                tags.p(tags.a("\u2190 the run", href="../index.html"))
             tags.h2(self.title)
+            if self.intro:
+                tags.p(self.intro)
             if self.losses_path and plot_note is None:
                 with open(plot, "rb") as f:
                     version = f"{zlib.crc32(f.read()):08x}"  # a new URL when the plot changes
-                tags.img(src=f"{LOSS_PLOT}?v={version}", alt="loss curves", cls="losses")
+                tags.img(src=f"{LOSS_PLOT}?v={version}", alt="curves", cls="losses")
             elif plot_note:
                 tags.p(plot_note, cls="note")
             pages = self.pages()
@@ -245,11 +272,12 @@ class ResultsSite:
         """Redraw the plot if the log changed since; returns why there is no plot, or None."""
         try:
             if not os.path.isfile(self.losses_path):
-                return "no losses logged yet"
+                return "nothing logged yet"
             if (os.path.isfile(plot)
                     and os.stat(plot).st_mtime_ns > os.stat(self.losses_path).st_mtime_ns):
                 return None
-            drawn = render_loss_plot(self.losses_path, plot, self.title)
-            return None if drawn else "no losses logged yet"
+            drawn = render_loss_plot(self.losses_path, plot, self.title, panels=self.panels,
+                                     key=self.record_key)
+            return None if drawn else "nothing logged yet"
         except (OSError, ValueError) as e:
             return f"loss plot not drawn: {e}"

@@ -67,7 +67,8 @@ class Visualizer:
             return
         self._cond = threading.Condition()
         self._queue: collections.deque = collections.deque(maxlen=QUEUE_SIZE)
-        self._history: dict[str, tuple[list[int], list[float]]] = {}
+        # window -> (its title, curve name -> (iterations, values)); the losses' window first
+        self._history: dict[str, tuple[str, dict[str, tuple[list[int], list[float]]]]] = {}
         self._losses_dirty = False
         self._busy = False
         self._stopping = False
@@ -75,8 +76,8 @@ class Visualizer:
         self._client = None
         self._retry_at = 0.0
         self._gave_up = False
-        self._sent: dict[str, int] = {}
-        self._fresh = True
+        self._sent: dict[tuple[str, str], int] = {}
+        self._fresh: set[str] = set()
         self._server_proc: subprocess.Popen | None = None
         self._server_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="visdom", daemon=True)
@@ -100,6 +101,18 @@ class Visualizer:
         """Add one point per loss at global ``iteration``. Values must be Python (or numpy)
         numbers, not tensors: converting a tensor would wait for the device. Non-finite values
         are left out of the live plot (losses.jsonl keeps them)."""
+        self._plot(self._loss_win, f"{self.env} losses", iteration, losses)
+
+    def plot_validation(self, iteration: int, values: Mapping[str, float]) -> None:
+        """One point of the validation curve (training/validation.py): one window per panel of
+        results/loss_plot.py's VALIDATION_PANELS, beside the losses' window."""
+        from results.loss_plot import VALIDATION_PANELS, group
+
+        for k, (panel, names) in enumerate(group(list(values), VALIDATION_PANELS)):
+            self._plot(f"{self._loss_win}_validation_{k}", f"{self.env} validation: {panel}", iteration,
+                       {n: values[n] for n in names})
+
+    def _plot(self, win: str, title: str, iteration: int, losses: Mapping[str, float]) -> None:
         if not self.enabled:
             return
         points = []
@@ -112,9 +125,10 @@ class Visualizer:
         with self._cond:
             if self._closed or self._gave_up:  # no visdom package: keep no history either
                 return
+            curves = self._history.setdefault(win, (title, {}))[1]
             for name, value in points:
                 if math.isfinite(value):
-                    xs, ys = self._history.setdefault(name, ([], []))
+                    xs, ys = curves.setdefault(name, ([], []))
                     xs.append(it)
                     ys.append(value)
             self._losses_dirty = True
@@ -238,7 +252,7 @@ class Visualizer:
                                     f"{self.port}` or set display_autostart: true; display_id: 0 "
                                     f"hides this line)")
                 return None
-        self._sent, self._fresh = {}, True  # a (re)connected server gets the whole curves
+        self._sent, self._fresh = {}, set()  # a (re)connected server gets the whole curves
         self._say("connected", f"visdom: live curves at {self.url} (env '{self.env}')")
         return self._client
 
@@ -301,20 +315,22 @@ class Visualizer:
                 proc.wait()
 
     def _sync_losses(self, client) -> None:
-        """Send each loss's points the server has not got yet, one trace per loss."""
+        """Send each curve's points the server has not got yet, one trace per curve, one window
+        per plot."""
         with self._cond:
-            todo = [(name, xs[self._sent.get(name, 0):], ys[self._sent.get(name, 0):])
-                    for name, (xs, ys) in self._history.items()]
-        for name, xs, ys in todo:
+            todo = [(win, title, name, xs[self._sent.get((win, name), 0):], ys[self._sent.get((win, name), 0):])
+                    for win, (title, curves) in self._history.items() for name, (xs, ys) in curves.items()]
+            started = {w for w, _ in self._sent}
+            self._fresh.update(win for win in self._history if win not in started)  # nothing sent there yet
+        for win, title, name, xs, ys in todo:
             if not xs:
                 continue
-            first = self._fresh  # the first trace replaces whatever the window held
+            first = win in self._fresh  # the first trace replaces whatever the window held
             client.line(X=np.asarray(xs, dtype=np.float64), Y=np.asarray(ys, dtype=np.float64),
-                        win=self._loss_win, name=name, update=None if first else "append",
-                        opts=dict(title=f"{self.env} losses", xlabel="iteration", ylabel="loss",
-                                  showlegend=True) if first else None)
-            self._fresh = False
-            self._sent[name] = self._sent.get(name, 0) + len(xs)
+                        win=win, name=name, update=None if first else "append",
+                        opts=dict(title=title, xlabel="iteration", showlegend=True) if first else None)
+            self._fresh.discard(win)
+            self._sent[(win, name)] = self._sent.get((win, name), 0) + len(xs)
 
     def _handle(self, client, item: tuple) -> None:
         if item[0] == "save":

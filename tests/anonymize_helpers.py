@@ -39,11 +39,11 @@ def with_inference_stats(g: torch.nn.Module, size: int) -> dict:
     return inference_stats(g)
 
 
-def save_small_checkpoint(path: str, seed: int = 0, img_size: int = 64) -> str:
+def save_small_checkpoint(path: str, seed: int = 0, img_size: int = 64, **config) -> str:
     """Our format: a small generator (ngf 8) with inference statistics and the mean landmarks of
-    synthetic faces, as main_train.py saves it."""
+    synthetic faces, as main_train.py saves it; ``config``: other keys of its saved config."""
     torch.manual_seed(seed)
-    cfg = make_config(img_size=img_size, ngf=8)
+    cfg = make_config(img_size=img_size, ngf=8, **config)
     g = build_generator(cfg)
     stats = with_inference_stats(g, img_size)
     torch.save({"format": "face-identity-transformer/1", "state_dict_G": g.state_dict(), "config": dict(cfg),

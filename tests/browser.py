@@ -185,15 +185,21 @@ class Chromium:
             raise RuntimeError(f"JavaScript error: {res['exceptionDetails']}")
         return res["result"].get("value")
 
+    def horizontal_overflow(self) -> int:
+        """CSS pixels the page is wider than the window (0: no horizontal scroll bar)."""
+        return int(self.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth"))
+
     def images(self) -> list[dict]:
         """Every <img> of the page once it has loaded or failed: src attribute, absolute URL,
-        naturalWidth and naturalHeight (0 when the image did not load)."""
+        naturalWidth and naturalHeight (0 when the image did not load), and the width and height
+        it is shown at."""
         return self.evaluate("""(async () => {
             const imgs = Array.from(document.images);
             await Promise.all(imgs.map(i => i.complete ? null : new Promise(done => {
                 i.addEventListener('load', done); i.addEventListener('error', done); })));
             return imgs.map(i => ({src: i.getAttribute('src'), url: i.currentSrc || i.src,
-                                   naturalWidth: i.naturalWidth, naturalHeight: i.naturalHeight}));
+                                   naturalWidth: i.naturalWidth, naturalHeight: i.naturalHeight,
+                                   width: i.width, height: i.height}));
         })()""")
 
     def links(self) -> list[str]:

@@ -77,6 +77,18 @@ def test_folder_is_mirrored_with_summary(photo_folder, tmp_path, ckpt, capsys):
     assert tree_digest(back)["empty.png"] == before["empty.png"]
 
 
+def test_a_model_trained_on_synthetic_faces_is_said_once(ckpt, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    for name in ("one.png", "two.png"):
+        save(photos / name, astronaut_head())
+    synthetic = save_small_checkpoint(str(tmp_path / "synthetic.pth"), dataset="synthetic")
+    assert cli(photos, "-o", tmp_path / "out", "--password-env", "FIT_PW", ckpt=synthetic) == 0
+    warned = [ln for ln in capsys.readouterr().err.splitlines() if "synthetic" in ln]
+    assert len(warned) == 1 and warned[0].startswith("warning: ") and "pretrained_models/README.md" in warned[0]
+    assert cli(photos / "one.png", "-o", tmp_path / "casia.png", "--password-env", "FIT_PW", ckpt=ckpt) == 0
+    assert "synthetic" not in capsys.readouterr().err  # the fixture's model: dataset CASIA
+
+
 def test_png_output_is_lossless_outside_faces(ckpt, tmp_path, capsys):
     src = save(tmp_path / "in.png", astronaut_head())
     dst = tmp_path / "anon.png"

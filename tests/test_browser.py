@@ -29,6 +29,7 @@ def test_result_pages_load_completely_in_chromium(tmp_path):
             index = f"{base}{site}/index.html"
             assert browser.open(index) == 200
             assert_all_images_loaded(browser, index, expected=1)  # the loss curves
+            assert browser.horizontal_overflow() == 0, f"{index} scrolls sideways at 1280 px"
             links = browser.links()
             assert links == [p[3] for p in run[site].pages()]
             assert sorted(links) == sorted(os.path.basename(p) for p in run["pages"][site])
@@ -39,6 +40,11 @@ def test_result_pages_load_completely_in_chromium(tmp_path):
                 assert browser.open(page) == 200
                 assert_all_images_loaded(browser, page, expected=per_page)
                 assert "index.html" in browser.links()
+                assert browser.horizontal_overflow() == 0, f"{page} scrolls sideways at 1280 px"
+                shown = {(i["width"], i["height"]) for i in browser.images()}
+                assert shown == {(144, 144)}, shown  # the 48 px images at 3x: at least 128 px
+                legend = browser.evaluate("Array.from(document.querySelectorAll('dl.legend dt'), e => e.textContent)")
+                assert legend == list(TRAINING_COLUMNS)
             browser.screenshot(artifact_path(f"results_page_{site}.png"))
 
         # the check above does see a missing image (the last page opened is test_web's)

@@ -48,10 +48,16 @@ def test_ci_runs_the_readme_blocks_and_the_slow_tests():
     assert "PIP_NO_CACHE_DIR=1" in ci  # a cached visdom wheel would hide a broken build
     assert "--upgrade pip" in ci  # once with the newest pip
     assert "-m slow" in ci
-    allowed = ("python -m pip install -q --upgrade pip", "pip install -r requirements-dev.txt")
+    package = "pip install --no-deps --no-build-isolation -e ."  # the README's, and it installs no dependency
+    assert f"`{package}`" in read("README.md").replace("\n", " ")
+    assert package.replace("install", "install -q") in ci
+    allowed = ("python -m pip install -q --upgrade pip", "pip install -r requirements-dev.txt",
+               package.replace("install", "install -q"))
     for line in allowed:
         ci = ci.replace(line, "")
     assert "pip install" not in ci  # no private install
+    for command in ("fit-train", "fit-anonymize", "fit-evaluate", "fit-save-visual", "fit-diff-passwords"):
+        assert command in ci  # each command's --help runs
 
 
 def test_ci_runs_ruff_after_the_tests_with_the_pinned_version():
@@ -82,3 +88,33 @@ def test_command_block_takes_the_first_indented_run(text, heading, expected):
 def test_missing_block_is_an_error(text):
     with pytest.raises(LookupError, match="Set up"):
         command_block(text, "## Set up")
+
+
+def test_pretrained_models_readme_gives_the_authors_links_names_and_commands():
+    """The published links of the authors' README (their two trained models and SphereFace), the
+    file names the commands expect, and commands that use them."""
+    text = read("pretrained_models/README.md")
+    for link in ("https://drive.google.com/drive/folders/1b8vSWgWYJPUmcrMr2ROLhQVRD0RMcftx?usp=sharing",
+                 "https://drive.google.com/drive/folders/1NVn5kKzeOavLCSHbPYkp2UBitGRuFoRH?usp=sharing",
+                 "https://github.com/clcarwin/sphereface_pytorch/blob/master/model/sphere20a_20171020.7z"):
+        assert link in text
+    for name in ("sphere20a_20171020.pth", "fit_main.pth.tar", "fit_one_fourth_D_lr_half.pth.tar"):
+        assert f"`{name}`" in text
+    commands = [ln.strip() for ln in text.splitlines() if ln.startswith("    python ")]
+    used = {c.split()[1] for c in commands}
+    assert {"anonymize.py", "save_visual.py", "main_test_diff_passwds.py", "evaluate.py", "main_train.py"} <= used
+    for command in commands:
+        assert os.path.isfile(os.path.join(ROOT, command.split()[1]))
+        for word in command.split():
+            if word.startswith("config/"):
+                assert os.path.isfile(os.path.join(ROOT, word)), word
+            if word.startswith("pretrained_models/"):
+                assert os.path.basename(word) in ("fit_main.pth.tar",), word
+
+
+def test_the_readme_serves_result_pages_on_loopback_only():
+    serves = [ln.strip() for ln in read("README.md").splitlines() if "http.server" in ln and ln.startswith("    ")]
+    assert serves, "README.md shows no command that serves the result pages"
+    for command in serves:
+        assert "-b 127.0.0.1" in command or "--bind 127.0.0.1" in command, command
+    assert any("test_web" in command for command in serves)

@@ -7,6 +7,7 @@ its run folder is shared by the page, browser and visdom tests.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import threading
@@ -15,23 +16,26 @@ import time
 import pytest
 
 import training.trainer
-from models.views import TRAINING_STEP_COLUMNS, VIEW_COLUMNS
+from models.views import COLUMN_LEGEND, TRAINING_STEP_COLUMNS, VIEW_COLUMNS
 from results.html import LOSS_PLOT
-from results.loss_plot import read_losses
+from results.loss_plot import VALIDATION_PANELS, read_losses
 from results.visualizer import Visualizer
 from tests.browser import Chromium, artifact_path, require_chromium, serve_directory
 from tests.test_visualizer import free_port, saved_windows, start_server, stop, traces
 from tests.views_helpers import local_file, parse_page
 from tests.views_helpers import tiny_config as _tiny
+from training.validation import VALIDATION_LOG
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ITERS, HTML_FREQ = 3, 2  # pages at iterations 2 and 3 (the last one always gets a page)
+VAL_FREQ = 2  # validation points at iterations 2 and 3 (the last one always gets one)
 ENV = "views_test"
 
 
 def tiny_config(data_root: str, ckpt_dir: str, **kw):
-    return _tiny(data_root, ckpt_dir, **{"max_iters": ITERS, "html_freq": HTML_FREQ, "display_env": ENV, **kw})
+    return _tiny(data_root, ckpt_dir, **{"max_iters": ITERS, "html_freq": HTML_FREQ, "display_env": ENV,
+                                         "val_freq": VAL_FREQ, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -68,18 +72,59 @@ def test_pages_of_a_smoke_run_point_to_existing_images_and_the_index_links_every
         idx = parse_page(index)
         pages = sorted((f for f in os.listdir(folder) if f.endswith(".html") and f != "index.html"), reverse=True)
         assert pages == ["e0000_i00000003.html", "e0000_i00000002.html"]
-        assert idx.links == pages  # every page, newest first
+        assert idx.links == ["../index.html"] + pages  # the run's index, then every page, newest first
         assert [local_file(index, s) for s in idx.imgs] == [os.path.join(folder, LOSS_PLOT)]
         assert os.path.getsize(os.path.join(folder, LOSS_PLOT)) > 5000
         for name in pages:
             page = os.path.join(folder, name)
             p = parse_page(page)
-            assert p.header == list(columns), f"{site}/{name}: column titles {p.header}"
-            assert [len(r) for r in p.rows[1:]] == [len(columns)] * 4  # 4 training / validation images
+            header = p.header[1:] if site == "test_web" else p.header  # rows titled by image and identity
+            assert header == list(columns), f"{site}/{name}: column titles {p.header}"
+            assert [len(r) for r in p.rows[1:]] == [len(p.header)] * 4  # 4 training / validation images
             assert len(p.imgs) == len(columns) * 4
             missing = [s for s in p.imgs if not os.path.isfile(local_file(page, s))]
             assert not missing, f"{site}/{name}: missing images {missing}"
             assert "index.html" in p.links
+
+
+def test_the_validation_page_shows_different_identities_and_a_legend(run):
+    run_dir, _ = run
+    with open(os.path.join(run_dir, "test_web", "e0000_i00000003.html"), encoding="utf-8") as f:
+        html = f.read()
+    p = parse_page(os.path.join(run_dir, "test_web", "e0000_i00000003.html"))
+    identities = [row[0]["text"].split("identity ")[1].rstrip(")") for row in p.rows[1:]]
+    # the tiny validation split has 3 identities: the 4 images are of all three (the first 4 are of one)
+    assert len(identities) == 4 and len(set(identities)) == 3 and identities[3] == identities[0], identities
+    for column, text in COLUMN_LEGEND.items():
+        assert f"<dt>{column}</dt>" in html and text.replace("'", "&#x27;") in html or text in html
+
+
+def test_validation_curve_is_logged_to_its_own_file_and_plotted_on_the_validation_page(run):
+    run_dir, _ = run
+    records = read_losses(os.path.join(run_dir, VALIDATION_LOG), key="values")
+    assert [r["iter"] for r in records] == [2, 3]
+    names = {n for _, members in VALIDATION_PANELS for n in members}
+    for r in records:
+        assert set(r["values"]) == names
+        assert all(math.isfinite(v) for v in r["values"].values())
+        assert r["values"]["psnr_gap"] == pytest.approx(
+            r["values"]["psnr_recovered"] - r["values"]["psnr_anonymized"], abs=2e-6)
+        assert 0 <= r["values"]["q_acc"] <= 1
+    training_losses = read_losses(os.path.join(run_dir, "losses.jsonl"))
+    assert not set(training_losses[0]["losses"]) & names  # training losses stay on the training page
+    with open(os.path.join(run_dir, "log.txt"), encoding="utf-8") as f:
+        log = f.read()
+    assert "validation at iteration 2 (8 images): recovery PSNR" in log
+
+
+def test_the_run_folder_index_links_pages_log_config_and_no_checkpoint(run):
+    run_dir, _ = run
+    links = parse_page(os.path.join(run_dir, "index.html")).links
+    for rel in ("web/index.html", "test_web/index.html", "log.txt", "config.yaml", "eval.json",
+                VALIDATION_LOG, "losses.jsonl"):
+        assert rel in links
+        assert os.path.isfile(os.path.join(run_dir, rel))
+    assert not [ln for ln in links if ".pth" in ln]
 
 
 @pytest.mark.browser
@@ -91,7 +136,8 @@ def test_chromium_loads_every_image_of_the_index_and_a_result_page(run):
             assert browser.open(f"{base}{site}/index.html") == 200
             imgs = browser.images()
             assert len(imgs) == 1 and imgs[0]["naturalWidth"] > 300, imgs  # the loss curves
-            links = browser.links()
+            assert browser.horizontal_overflow() == 0
+            links = [ln for ln in browser.links() if ln != "../index.html"]
             assert len(links) == 2
             if site == "test_web":
                 browser.screenshot(artifact_path("training_run_index.png"))
@@ -99,7 +145,11 @@ def test_chromium_loads_every_image_of_the_index_and_a_result_page(run):
             imgs = browser.images()
             assert len(imgs) == 4 * (len(VIEW_COLUMNS) if site == "test_web" else len(TRAINING_STEP_COLUMNS))
             assert [i["src"] for i in imgs if i["naturalWidth"] <= 0] == []
+            assert min(i["width"] for i in imgs) >= 128 and browser.horizontal_overflow() == 0
             browser.screenshot(artifact_path(f"training_run_{site}_page.png"))
+        assert browser.open(base) == 200  # the run folder: its index, not a directory listing
+        assert set(browser.links()) >= {"web/index.html", "test_web/index.html", "log.txt", "config.yaml"}
+        browser.screenshot(artifact_path("training_run_folder_index.png"))
     assert os.path.getsize(artifact_path("training_run_test_web_page.png")) > 10_000
 
 
@@ -119,6 +169,13 @@ def test_the_servers_saved_environment_holds_exactly_the_logged_losses(run):
         assert ys == pytest.approx(want, abs=1e-6, rel=0), name
     titles = {w.get("title") for w in wins.values() if w["type"] == "image"}
     assert titles == {"validation", "training batch"}
+    validation = read_losses(os.path.join(run_dir, VALIDATION_LOG), key="values")
+    for k, (_, names) in enumerate(VALIDATION_PANELS):
+        curves = traces(wins[f"1_validation_{k}"])
+        assert set(curves) == set(names)
+        for name, (xs, ys) in curves.items():
+            assert xs == [float(r["iter"]) for r in validation]
+            assert ys == pytest.approx([r["values"][name] for r in validation], abs=1e-6, rel=0)
     with open(os.path.join(run_dir, "log.txt"), encoding="utf-8") as f:
         log = f.read()
     assert "visdom: live curves at" in log and "no server answers" not in log

@@ -286,7 +286,8 @@ class InferenceModel:
     """The generator of a checkpoint, ready for inference (eval mode: per-image normalisation).
 
     Attributes: G, cfg (generator settings), img_size, passwd_length, mode (password encoding),
-    mean_landmarks ((5, 2) normalised), fingerprint (of G's weights), original_format (bool).
+    mean_landmarks ((5, 2) normalised), fingerprint (of G's weights), original_format (bool),
+    trained_on (the ``dataset`` of the checkpoint's saved config; None for the authors' files).
     """
 
     def __init__(self, path: str, device="cpu", overrides: dict | None = None,
@@ -317,6 +318,8 @@ class InferenceModel:
         else:
             self.mean_landmarks = CASIA_MEAN_LANDMARKS.clone()
         self.fingerprint = fingerprint(ckpt["state_dict_G"])
+        saved = ckpt.get("config")
+        self.trained_on = saved.get("dataset") if isinstance(saved, dict) else None
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, pw_bits: torch.Tensor, amp: bool = False) -> torch.Tensor:

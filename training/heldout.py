@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from models.alignment import alignment_grid, warp_to_crop
 from models.passwords import complement, digits, draw_step_passwords, encode
@@ -57,8 +58,9 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(nets, loader, cfg, device, max_batches: int = 0, seed: int = 1234) -> dict:
-    """Recovery PSNR (right vs wrong password), Q digit accuracy, FR identity similarity."""
+def evaluate(nets, loader, cfg, device, max_batches: int = 0, seed: int = 1234, progress: bool = False) -> dict:
+    """Recovery PSNR (right vs wrong password), Q digit accuracy, FR identity similarity;
+    ``progress``: a progress bar (batches) on stderr."""
     G, Q, FR = nets.G, nets.Q, nets.FR
     modes = [m.training for m in (G, Q, FR)]
     G.eval(), Q.train(), FR.eval()
@@ -68,6 +70,8 @@ def evaluate(nets, loader, cfg, device, max_batches: int = 0, seed: int = 1234) 
     n = 0
     crop = (cfg["fr_crop_height"], cfg["fr_crop_width"])
     previous = None
+    total = min(len(loader), max_batches) if max_batches else len(loader)
+    bar = tqdm(total=total, desc="held-out evaluation", unit="batch", disable=not progress, dynamic_ncols=True)
     for i, batch in enumerate(loader):
         if max_batches and i >= max_batches:
             break
@@ -94,6 +98,8 @@ def evaluate(nets, loader, cfg, device, max_batches: int = 0, seed: int = 1234) 
             for key, e in zip(("cos_anonymized", "cos_recovered", "cos_wrong"), emb[1:]):
                 sums[key] += F.cosine_similarity(emb[0], e, dim=1).sum().item()
         n += B
+        bar.update(1)
+    bar.close()
     for m, mode in zip((G, Q, FR), modes):
         m.train(mode)
     result = {k: v / max(n, 1) for k, v in sums.items()}

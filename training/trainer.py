@@ -8,7 +8,10 @@ continued is written into its folder:
     git_commit.txt     the commit of the code (and whether the tree had local changes)
     log.txt            the text log; losses.jsonl the machine-readable loss log
     checkpoint_eEEEE_iIIIIIII.pth.tar, checkpoint_latest.pth.tar   (atomic; see training/checkpoint.py)
-    web/, test_web/    HTML pages of training batches and of the fixed validation batch
+    validation.jsonl   the held-out validation curve (training/validation.py)
+    index.html         links to the pages, the log and the config (results/index.py)
+    web/, test_web/    HTML pages of training batches (loss curves) and of the fixed validation batch
+                       (validation curves)
     eval.json          the held-out evaluation at the end of training
 """
 from __future__ import annotations
@@ -44,8 +47,10 @@ from training.checkpoint import (
 )
 from training.fr_pretrain import pretrain_face_recognizer
 from training.heldout import ViewPasswords, evaluate, format_evaluation, views
+from training.progress import SlowSteps, TrainingBar
+from training.validation import VALIDATION_LOG, ValidationCurve, format_values, spread_over_identities
 from utils.config import Config, ConfigError, dump_yaml
-from utils.fileio import atomic_write_text, unwritable
+from utils.fileio import atomic_write_text, end_with_newline, unwritable
 from utils.images import to_uint8
 
 SPHEREFACE_HELP = ("The paper's configs fine-tune the pretrained SphereFace-20a of clcarwin/sphereface_pytorch "
@@ -113,7 +118,7 @@ class RunLog:
             return
         self.text_path = os.path.join(run_dir, "log.txt")
         self.loss_path = os.path.join(run_dir, "losses.jsonl")
-        _end_with_newline(self.loss_path)
+        end_with_newline(self.loss_path)
         self.text = open(self.text_path, "a", encoding="utf-8", buffering=1)
         self.losses = open(self.loss_path, "a", encoding="utf-8", buffering=1)
         with self.lock:
@@ -146,15 +151,6 @@ class RunLog:
                 if self.pending is None:
                     self.text.close()
                     self.losses.close()
-
-
-def _end_with_newline(path: str) -> None:
-    """A run killed mid-line leaves a partial last line; finish it so appended lines stay parseable."""
-    if os.path.exists(path) and os.path.getsize(path):
-        with open(path, "rb+") as f:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
 
 
 # ---- data order ---------------------------------------------------------------------------------
@@ -355,7 +351,10 @@ class Trainer:
         n = min(len(self.val_set), self.batch, 8)
         if n == 0:
             return None, None
-        imgs = torch.stack([self.val_set[i]["image"] for i in range(n)])
+        chosen = spread_over_identities(self.val_set.labels, n)  # 8 different people where there are 8
+        imgs = torch.stack([self.val_set[i]["image"] for i in chosen])
+        self.val_titles = [f"validation image {i}" + ("" if self.val_set.labels is None else
+                                                      f" (identity {self.val_set.labels[i]})") for i in chosen]
         # fixed passwords for the whole run, drawn from the seed; never written anywhere
         pw = ViewPasswords.draw(n, self.cfg.passwd_length, torch.Generator().manual_seed(self.cfg.seed + 99991))
         return imgs, pw
@@ -364,12 +363,23 @@ class Trainer:
         if not self.dist.main:
             return
         from results.html import ResultsSite
+        from results.index import write_run_index
+        from results.loss_plot import VALIDATION_PANELS
         from results.visualizer import Visualizer
 
         losses = os.path.join(self.run_dir, "losses.jsonl")
+        self.curve = ValidationCurve(self.val_set, self.cfg, self.device, self.run_dir, self.batch)
         self.sites = {
-            "train": ResultsSite(os.path.join(self.run_dir, "web"), f"{self.cfg.name}: training batches", losses),
-            "val": ResultsSite(os.path.join(self.run_dir, "test_web"), f"{self.cfg.name}: validation", losses)}
+            "train": ResultsSite(os.path.join(self.run_dir, "web"), f"{self.cfg.name}: training batches", losses,
+                                 intro="Training losses by phase (losses.jsonl), and pages of training batches."),
+            "val": ResultsSite(os.path.join(self.run_dir, "test_web"), f"{self.cfg.name}: validation",
+                               os.path.join(self.run_dir, VALIDATION_LOG), VALIDATION_PANELS, "values",
+                               intro=f"Measured every {self.cfg.val_freq} iterations on {self.curve.images} "
+                                     "validation images of identities not trained on (validation.jsonl), and pages "
+                                     "of a fixed validation batch with fixed random passwords (not shown).")}
+        for site in self.sites.values():
+            site.write_index()
+        write_run_index(self.run_dir, f"{self.cfg.name}: run {os.path.basename(self.run_dir)}")
         self.vis = Visualizer.from_config(self.cfg, self.run_dir, log=lambda m: self.log(m))
 
     @staticmethod
@@ -389,9 +399,19 @@ class Trainer:
             with torch.no_grad(), self.objective.autocast():
                 out = views(G, self.val_images.to(self.device), self.val_pw, self.cfg.use_minus_one)
             G.train()
-            self.sites["val"].add_page(self.epoch, self.global_iter, {c: to_uint8(x) for c, x in out.items()})
+            self.sites["val"].add_page(self.epoch, self.global_iter, {c: to_uint8(x) for c, x in out.items()},
+                                       row_titles=self.val_titles)
             if self.vis:
                 self.vis.show_images({c: to_uint8(x[:4]) for c, x in out.items()}, title="validation")
+
+    def validate(self, start: float) -> None:
+        """One point of the validation curve: measured, logged, plotted (page and visdom)."""
+        values = self.curve.measure(self.nets, self.epoch, self.global_iter, time.time() - start,
+                                    self.objective.autocast)
+        self.log(format_values(self.global_iter, values, self.curve.images), console=False)
+        self.sites["val"].write_index()
+        if self.vis:
+            self.vis.plot_validation(self.global_iter, values)
 
     # ---- the loop ----
     def install_interrupt_handler(self):
@@ -416,8 +436,9 @@ class Trainer:
         if cfg.max_iters:
             total_iters = min(total_iters, cfg.max_iters)
         self.log(f"{per_epoch} iterations per epoch, {cfg.epochs} epochs, stopping at iteration {total_iters}")
-        bar = tqdm(total=total_iters, initial=self.global_iter, disable=not self.dist.main, unit="it",
-                   dynamic_ncols=True, desc="train")
+        bar = TrainingBar(total=total_iters, initial=self.global_iter, disable=not self.dist.main, unit="it",
+                          dynamic_ncols=True, desc="train", time_limit_s=cfg.time_limit_min * 60)
+        slow = SlowSteps(self.log)
         sums, count, last_logged, data_wait = {}, 0, time.time(), 0.0
         finished = self.global_iter >= total_iters
         try:
@@ -438,6 +459,7 @@ class Trainer:
                     self.iter_in_epoch += 1
                     self.global_iter += 1
                     bar.update(1)
+                    slow.step()
                     sums = {k: sums.get(k, 0) + v for k, v in step.losses.items()}
                     count += 1
                     it = self.global_iter
@@ -461,6 +483,8 @@ class Trainer:
                     last = it >= total_iters or timed_out or self.stop_requested
                     if self.dist.main and (it % cfg.html_freq == 0 or last):  # a cut-short run has pages too
                         self.pages(batch, step.images)
+                    if self.dist.main and self.curve.due(it, last):
+                        self.validate(start)
                     if self.vis and it % cfg.display_freq == 0:
                         self.vis.show_images(self.training_images(batch, step.images), title="training batch")
                     if self.iter_in_epoch % ckpt_every == 0 and self.iter_in_epoch < per_epoch:
@@ -530,10 +554,12 @@ class Trainer:
         loader = datasets.make_loader(self.test_set, self.batch, shuffle=False, drop_last=False,
                                       workers=self.cfg.workers, device_type=self.device.type)
         with self.objective.autocast():
-            result = evaluate(self.nets, loader, self.cfg, self.device, self.cfg.eval_batches)
+            result = evaluate(self.nets, loader, self.cfg, self.device, self.cfg.eval_batches, progress=True)
         result["iterations"] = self.global_iter
         self.log(format_evaluation(result))
         atomic_write_text(os.path.join(self.run_dir, "eval.json"), json.dumps(result, indent=2) + "\n")
+        from results.index import write_run_index
+        write_run_index(self.run_dir, f"{self.cfg.name}: run {os.path.basename(self.run_dir)}")
         distributed.barrier()
         return result
 

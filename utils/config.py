@@ -12,6 +12,7 @@ finiteness and range: the scripts' numeric options and the numbers read from fil
 """
 from __future__ import annotations
 
+import argparse
 import difflib
 import math
 import numbers
@@ -140,7 +141,95 @@ SCHEMA: dict[str, Option] = {
     "display_freq": _o(200, int, "iterations between visdom image grids"),
     "display_autostart": _o(False, bool, "start a visdom server on loopback if none answers"),
     "eval_batches": _o(0, int, "held-out batches measured at the end of training (0: all)"),
+    "val_freq": _o(100, int, "iterations between measurements of the validation curve (0: off)"),
+    "val_batches": _o(2, int, "validation batches measured for each point of the validation curve"),
 }
+
+# The sections of SCHEMA, each named by its first key (the headings above); --help groups keys so.
+SECTIONS: dict[str, str] = {
+    "name": "run", "data_root": "data", "passwd_length": "passwords", "which_model_netG": "networks",
+    "fr_pretrained": "face recogniser", "lr": "optimisation", "lambda_Feat": "loss weights",
+    "print_freq": "logging and outputs",
+}
+
+# The configs shipped with the code: found here when a relative path such as config/smoke.yaml does
+# not exist from the current folder (an installed package run elsewhere).
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config")
+
+
+def sections() -> list[tuple[str, list[str]]]:
+    """(title, keys) of every section of SCHEMA, in the schema's order."""
+    out: list[tuple[str, list[str]]] = []
+    for key in SCHEMA:
+        if key in SECTIONS or not out:
+            out.append((SECTIONS.get(key, "settings"), []))
+        out[-1][1].append(key)
+    return out
+
+
+def _type_name(opt: Option) -> str:
+    name = {bool: "bool", int: "int", float: "float", str: "str"}[opt.type]
+    return name + " or none" if opt.nullable else name
+
+
+def _default_text(opt: Option) -> str:
+    if opt.default is None:
+        return "none"
+    if opt.type is bool:
+        return "true" if opt.default else "false"
+    return repr(opt.default) if opt.default == "" else str(opt.default)
+
+
+def add_schema_arguments(parser, title: str = "{section}") -> None:
+    """Add every key of SCHEMA to an argparse ``parser`` as ``--key``, one argument group per
+    section, with its type, default and help (for --help: the values themselves are parsed by
+    ``parse_overrides``)."""
+    for section, keys in sections():
+        group = parser.add_argument_group(title.format(section=section))
+        for key in keys:
+            opt = SCHEMA[key]
+            extra = f"; one of {', '.join(map(str, opt.choices))}" if opt.choices else ""
+            group.add_argument(f"--{key}", metavar=_type_name(opt).upper().replace(" OR NONE", "|none"),
+                               help=f"{opt.help} ({_type_name(opt)}, default: {_default_text(opt)}{extra})"
+                               .replace("%", "%%"))
+
+
+class ScriptHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help of the scripts: the description as written, and every option with its type and default
+    in the form the config keys use: ``help (type, default: D)``."""
+
+    def _get_default_metavar_for_optional(self, action):
+        return getattr(action.type, "__name__", "str")
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.help == argparse.SUPPRESS or action.dest == "help":
+            return text
+        if action.nargs == 0:
+            return f"{text} (flag)"
+        kind = getattr(action.type, "__name__", "str")
+        if action.required or not action.option_strings:
+            return f"{text} ({kind}, required)"
+        if "default" in text:  # the help says what the default is
+            return f"{text} ({kind})"
+        default = "none" if action.default is None else "%(default)s"
+        return f"{text} ({kind}, default: {default})"
+
+
+def schema_help(width: int = 100) -> str:
+    """Every key of SCHEMA as text, grouped by section: ``key (type, default: D): help``."""
+    import textwrap
+
+    lines = ["The keys a config file may hold, by section (the run folder's config.yaml has them all):", ""]
+    for section, keys in sections():
+        lines.append(f"config keys: {section}")
+        for key in keys:
+            opt = SCHEMA[key]
+            extra = f"; one of {', '.join(map(str, opt.choices))}" if opt.choices else ""
+            text = f"{key} ({_type_name(opt)}, default: {_default_text(opt)}{extra}): {opt.help}"
+            lines += textwrap.wrap(text, width, initial_indent="  ", subsequent_indent="      ")
+        lines.append("")
+    return "\n".join(lines)
 
 
 # The range of every numeric key: low and high bounds (inclusive unless marked open). Floats must also
@@ -255,7 +344,18 @@ def _parse_flag_value(key: str, text: str) -> Any:
         raise ConfigError(f"command line: --{key} expects {opt.type.__name__}, got {text!r}") from None
 
 
+def resolve_config_path(path: str) -> str:
+    """``path``, or for a relative ``config/NAME.yaml`` that is not there, the shipped one."""
+    if os.path.isfile(path) or os.path.isabs(path):
+        return path
+    parts = os.path.normpath(path).split(os.sep)
+    if len(parts) == 2 and parts[0] == "config" and os.path.isfile(os.path.join(CONFIG_DIR, parts[1])):
+        return os.path.join(CONFIG_DIR, parts[1])
+    return path
+
+
 def load_yaml(path: str) -> dict:
+    path = resolve_config_path(path)
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     with open(path, encoding="utf-8") as f:

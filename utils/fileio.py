@@ -128,3 +128,13 @@ def walk_files(folder: str, on_hidden_folder: Callable[[str], None] | None = Non
         for name in sorted(files):
             full = os.path.join(root, name)
             yield full, os.path.relpath(full, folder)
+
+
+def end_with_newline(path: str) -> None:
+    """A process killed mid-line leaves a partial last line in an appended log; finish it so that the
+    lines appended next stay parseable."""
+    if os.path.exists(path) and os.path.getsize(path):
+        with open(path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")

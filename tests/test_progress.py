@@ -1,0 +1,112 @@
+"""What the training loop says about its progress (training/progress.py), and how the validation
+images and loss panels are chosen (training/validation.py, results/loss_plot.py)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from results.loss_plot import LOSS_PANELS, VALIDATION_PANELS, group
+from training.progress import SlowSteps, TrainingBar
+from training.validation import spread_over_identities, values_of
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_the_bar_counts_toward_the_time_limit_when_it_comes_first():
+    clock = Clock()
+    bar = TrainingBar(total=1200, time_limit_s=450, clock=clock, file=io.StringIO())
+    for _ in range(10):  # 10 steps in 10 s: the 450 s limit stops the run near iteration 450
+        clock.t += 1.0
+        bar.update(1)
+    assert bar.total == 450 and "time limit" in bar.desc
+    bar.close()
+
+
+def test_the_bar_keeps_the_iteration_count_when_it_comes_first():
+    clock = Clock()
+    bar = TrainingBar(total=100, initial=40, time_limit_s=450, clock=clock, file=io.StringIO())
+    for _ in range(10):
+        clock.t += 1.0
+        bar.update(1)
+    assert bar.total == 100 and bar.desc == "train"
+    plain = TrainingBar(total=100, clock=clock, file=io.StringIO())  # no time limit: a plain bar
+    clock.t += 100
+    plain.update(1)
+    assert plain.total == 100
+    bar.close(), plain.close()
+
+
+def test_slow_steps_are_said_once_with_the_figures():
+    clock, said = Clock(), []
+    watch = SlowSteps(said.append, clock=clock)
+    for step in range(1, 200):
+        clock.t += 0.5 if step <= 60 else 2.0  # 4x slower from step 61
+        watch.step()
+    assert len(said) == 1
+    assert "2.00 s per step" in said[0] and "4.0x" in said[0] and "steps 5-25 (0.50 s)" in said[0]
+    assert "OMP_NUM_THREADS" in said[0] and "load average" in said[0]
+
+
+def test_a_steady_run_and_a_few_slow_steps_say_nothing():
+    clock, said = Clock(), []
+    watch = SlowSteps(said.append, clock=clock)
+    for step in range(1, 300):
+        clock.t += 5.0 if step % 50 == 0 or step < 3 else 0.5  # pages, checkpoints, warm-up
+        watch.step()
+    assert said == []
+
+
+def test_validation_images_are_spread_over_identities():
+    labels = np.array([3, 3, 3, 5, 5, 7, 7, 7, 9, 1])
+    chosen = spread_over_identities(labels, 5)
+    assert chosen == [0, 3, 5, 8, 9] and len(set(labels[chosen])) == 5
+    assert spread_over_identities(labels, 7) == [0, 3, 5, 8, 9, 1, 4]
+    assert spread_over_identities(labels, 50) == sorted(spread_over_identities(labels, 50), key=lambda i: (
+        list(labels[:i]).count(labels[i]), i)) and len(spread_over_identities(labels, 50)) == 10
+    assert spread_over_identities(None, 3) == [0, 1, 2]
+
+
+def test_every_loss_of_a_step_has_its_panel_and_unknown_names_are_still_drawn():
+    import torch
+
+    from models import Networks
+    from models.objective import Objective
+    from tests.test_objective import tiny_batch, tiny_cfg
+
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    emitted = list(Objective(cfg, Networks(cfg), "cpu").step(tiny_batch()).losses)
+    cells = group(emitted)
+    assert [title for title, _ in cells] == [title for title, _ in LOSS_PANELS]  # none left for "other"
+    assert sorted(n for _, names in cells for n in names) == sorted(emitted)
+    assert group(["G", "new_loss"])[-1] == ("other", ["new_loss"])
+    assert len(LOSS_PANELS) <= 6
+
+
+def test_the_validation_panels_draw_every_measured_value():
+    result = {k: 0.5 for k in ("psnr_recovered", "psnr_anonymized", "psnr_wrong", "q_acc", "cos_recovered",
+                               "cos_anonymized", "cos_wrong")}
+    result["psnr_recovered"] = 21.0
+    values = values_of(result)
+    assert values["psnr_gap"] == 20.5
+    cells = group(list(values), VALIDATION_PANELS)
+    assert [t for t, _ in cells] == [t for t, _ in VALIDATION_PANELS]
+    assert sorted(n for _, names in cells for n in names) == sorted(values)
+
+
+def test_openmp_waits_passively_only_on_a_machine_already_busy():
+    from main_train import passive_openmp_when_busy
+
+    env = {}
+    assert passive_openmp_when_busy(env, lambda: (0.3, 0, 0), cores=2) is None and env == {}
+    said = passive_openmp_when_busy(env, lambda: (4.2, 0, 0), cores=2)
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE"} and "load average 4.2 on 2 cores" in said
+    mine = {"OMP_WAIT_POLICY": "ACTIVE"}  # the user's choice stays
+    assert passive_openmp_when_busy(mine, lambda: (4.2, 0, 0), cores=2) is None and mine["OMP_WAIT_POLICY"] == "ACTIVE"

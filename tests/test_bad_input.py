@@ -195,6 +195,10 @@ NUMBERS = [
     Case("train --lr nan", "train", train("--lr", "nan"), "--lr must be a finite number >= 0, got nan"),
     Case("train --beta1 1", "train", train("--beta1", "1"), "--beta1 must be a finite number >= 0 and < 1"),
     Case("train --lambda_L1 -inf", "train", train("--lambda_L1", "-inf"), "--lambda_L1 must be a finite number"),
+    Case("train --val_freq -1", "train", train("--val_freq", "-1"), "--val_freq must be an integer >= 0, got -1"),
+    Case("train --val_batches 0", "train", train("--val_batches", "0"), "--val_batches must be an integer >= 1, got 0"),
+    Case("train: val_freq -5 in a YAML file", "train", lambda f, t: [_yaml(t, "val_freq: -5\n")] + train()(f, t)[1:],
+         "bad.yaml: key 'val_freq' must be an integer >= 0, got -5"),
     Case("progress: a figure that is NaN", "progress", prog(edit=_set("figures", [
         {"section": "identity", "metric": "deid_rate", "view": "anonymized", "recogniser": "small",
          "value": float("nan")}])), "figures[0] (deid_rate, anonymized) must be a finite number"),

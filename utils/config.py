@@ -250,7 +250,7 @@ LIMITS: dict[str, dict] = {
     **{k: dict(low=0) for k in SCHEMA if k.startswith("lambda_")},
     "print_freq": dict(low=1), "ckpt_per_epoch": dict(low=0), "keep_ckpts": dict(low=0), "html_freq": dict(low=1),
     "display_id": dict(low=0), "display_port": dict(low=1, high=65535), "display_freq": dict(low=1),
-    "eval_batches": dict(low=0),
+    "eval_batches": dict(low=0), "val_freq": dict(low=0), "val_batches": dict(low=1),
 }
 
 

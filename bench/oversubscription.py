@@ -26,6 +26,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from utils.config import check_number  # noqa: E402  (no torch: the parent process never imports it)
 
 BUSY_CODE = """
 import torch, sys
@@ -38,7 +41,6 @@ while True:
 
 def child(args) -> None:
     """One measurement, in this process (its environment was set by the parent)."""
-    sys.path.insert(0, ROOT)
     sys.path.insert(0, HERE)
     import torch
     from train_step import make_batch
@@ -87,11 +89,24 @@ def measure(args, threads: int, policy: str, busy: int) -> dict:
             p.wait()
 
 
+def check_numbers(args: argparse.Namespace) -> None:
+    """Every numeric option in its range (ValueError naming the option), before any process starts."""
+    for value in args.busy:
+        check_number(value, "--busy", low=0, integer=True, error=ValueError)
+    for value in args.threads:
+        check_number(value, "--threads", low=1, integer=True, error=ValueError)
+    check_number(args.busy_threads, "--busy-threads", low=1, integer=True, error=ValueError)
+    check_number(args.steps, "--steps", low=1, integer=True, error=ValueError)  # the median of no steps
+    check_number(args.warmup, "--warmup", low=0, integer=True, error=ValueError)
+    check_number(args.child_timeout, "--child-timeout", low=0, low_open=True, error=ValueError)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--busy", type=int, nargs="+", default=[0, 1, 2], help="busy processes beside the step")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="OMP_NUM_THREADS of the step")
     ap.add_argument("--policies", nargs="+", default=["unset", "passive", "active"],
+                    choices=["unset", "passive", "active"],
                     help="OMP_WAIT_POLICY values (unset: the runtime's default)")
     ap.add_argument("--busy-threads", type=int, default=2, help="threads of each busy process")
     ap.add_argument("--amp", default="none", choices=["none", "bf16"], help="the step's precision")
@@ -100,6 +115,11 @@ def main(argv=None) -> int:
     ap.add_argument("--child-timeout", type=float, default=180.0, help="seconds one measurement may take")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    try:
+        check_numbers(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.child:
         child(args)
         return 0

@@ -28,6 +28,7 @@ import torch
 import anonymize
 import evaluate
 import prepare_data
+from bench import oversubscription
 from metrics import progress
 from models.passwords import Password, password_from_text, read_passphrase
 from protect.protector import FacePasswords, FaceProtector
@@ -117,7 +118,7 @@ def eval_dir(tmp, files, edit=None, losses_text=None) -> str:
 
 
 COMMANDS = {"anonymize": anonymize.main, "evaluate": evaluate.main, "progress": progress.main,
-            "train": trainer.main, "prepare_data": prepare_data.main}
+            "train": trainer.main, "prepare_data": prepare_data.main, "oversubscription": oversubscription.main}
 
 
 def run_command(command: str, argv: list, capsys, monkeypatch) -> tuple[int, str, str]:
@@ -199,6 +200,12 @@ NUMBERS = [
     Case("train --val_batches 0", "train", train("--val_batches", "0"), "--val_batches must be an integer >= 1, got 0"),
     Case("train: val_freq -5 in a YAML file", "train", lambda f, t: [_yaml(t, "val_freq: -5\n")] + train()(f, t)[1:],
          "bad.yaml: key 'val_freq' must be an integer >= 0, got -5"),
+    Case("bench/oversubscription.py --steps 0", "oversubscription", lambda f, t: ["--steps", "0"],
+         "--steps must be an integer >= 1, got 0"),
+    Case("bench/oversubscription.py --child-timeout nan", "oversubscription", lambda f, t: ["--child-timeout", "nan"],
+         "--child-timeout must be a finite number > 0, got nan"),
+    Case("bench/oversubscription.py --threads 2 0", "oversubscription", lambda f, t: ["--threads", "2", "0"],
+         "--threads must be an integer >= 1, got 0"),
     Case("progress: a figure that is NaN", "progress", prog(edit=_set("figures", [
         {"section": "identity", "metric": "deid_rate", "view": "anonymized", "recogniser": "small",
          "value": float("nan")}])), "figures[0] (deid_rate, anonymized) must be a finite number"),

@@ -17,16 +17,18 @@ import os
 import sys
 
 
-def passive_openmp_when_busy(environ=os.environ, loadavg=os.getloadavg, cores: int | None = None) -> str | None:
+def passive_openmp_when_busy(environ=None, loadavg=None, cores: int | None = None) -> str | None:
     """On a machine that other jobs already keep busy (1-minute load average at least half the cores),
     set OMP_WAIT_POLICY=PASSIVE unless the user set a policy; must run before torch is imported. The
     smoke step beside two busy processes on 2 cores took 7.5 s with the runtime's spinning default and
     3.7 s passive, but alone 0.62 s against 1.16 s (bench/oversubscription.py, docs/training_notes.md):
-    so only when busy. Returns the line to print, or None."""
+    so only when busy. ``environ`` and ``loadavg``: os.environ and os.getloadavg unless given. Returns
+    the line for the run's log, or None."""
+    environ = os.environ if environ is None else environ
     if "OMP_WAIT_POLICY" in environ:
         return None
     try:
-        load = loadavg()[0]
+        load = (loadavg or os.getloadavg)()[0]
     except OSError:
         return None
     cores = cores or os.cpu_count() or 1
@@ -59,11 +61,13 @@ def main(argv=None) -> int:
         help_parser().print_help()
         return 0
     said = passive_openmp_when_busy()
-    if said:
-        print(said, file=sys.stderr)
-    from training.trainer import main as train_main
-
-    return train_main(argv)
+    try:
+        from training.trainer import main as train_main  # torch: seconds, in which Ctrl-C is likely
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    # said in the run's log once the inputs are checked: bad input stays one line on stderr
+    return train_main(argv, notes=[said] if said else [])
 
 
 if __name__ == "__main__":

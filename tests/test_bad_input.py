@@ -27,6 +27,7 @@ import torch
 
 import anonymize
 import evaluate
+import main_train
 import prepare_data
 from bench import oversubscription
 from metrics import progress
@@ -118,7 +119,8 @@ def eval_dir(tmp, files, edit=None, losses_text=None) -> str:
 
 
 COMMANDS = {"anonymize": anonymize.main, "evaluate": evaluate.main, "progress": progress.main,
-            "train": trainer.main, "prepare_data": prepare_data.main, "oversubscription": oversubscription.main}
+            "train": trainer.main, "prepare_data": prepare_data.main, "oversubscription": oversubscription.main,
+            "fit-train": main_train.main}
 
 
 def run_command(command: str, argv: list, capsys, monkeypatch) -> tuple[int, str, str]:
@@ -267,8 +269,36 @@ def _yaml(tmp, text: str) -> str:
     return str(path)
 
 
+# fit-train (main_train.main, the installed command) on a machine that other jobs keep busy, where it
+# makes OpenMP wait passively: it says so in the run's log, not beside the error.
+FIT_TRAIN = [
+    Case("fit-train --val_batches 0", "fit-train", train("--val_batches", "0"),
+         "--val_batches must be an integer >= 1"),
+    Case("fit-train: ckpt_dir through a file", "fit-train",
+         lambda f, t: train("--ckpt_dir", os.path.join(f.a_file, "c"))(f, t), "ckpt_dir: cannot write the run"),
+]
+
+
+@pytest.fixture
+def busy_machine(monkeypatch):
+    """A machine that other jobs keep busy, whose user chose no OpenMP wait policy (restored after)."""
+    monkeypatch.setattr(os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+    monkeypatch.setenv("OMP_WAIT_POLICY", "")  # recorded: the test's end restores the variable as it was
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+
+
 @pytest.mark.parametrize("case", NUMBERS + AFTER_THE_WORK + UNCLEAR, ids=lambda c: c.id)
 def test_a_bad_input_is_one_line_before_any_work(case, files, tmp_path, capsys, monkeypatch):
+    one_line_before_any_work(case, files, tmp_path, capsys, monkeypatch)
+
+
+@pytest.mark.parametrize("case", FIT_TRAIN, ids=lambda c: c.id)
+def test_fit_train_on_a_busy_machine_is_one_line_too(case, files, tmp_path, capsys, monkeypatch, busy_machine):
+    one_line_before_any_work(case, files, tmp_path, capsys, monkeypatch)
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+def one_line_before_any_work(case, files, tmp_path, capsys, monkeypatch):
     before = tree_digest(files.base)
     code, out, err = run_command(case.command, case.argv(files, tmp_path), capsys, monkeypatch)
     lines = err.strip().splitlines()
@@ -291,12 +321,15 @@ def test_the_valid_inputs_of_the_table_work(files, tmp_path, capsys, monkeypatch
 
 # ---- 4: Ctrl-C and a loss that is not finite ---------------------------------------------------------
 
-@pytest.mark.parametrize("command", ["evaluate", "progress"])
-def test_ctrl_c_is_one_line_and_status_130(command, files, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("command", ["evaluate", "progress", "fit-train"])
+def test_ctrl_c_is_one_line_and_status_130(command, files, tmp_path, capsys, monkeypatch, busy_machine):
     def interrupted(*_a, **_k):
         raise KeyboardInterrupt
 
-    if command == "evaluate":
+    if command == "fit-train":
+        monkeypatch.setattr(trainer, "train", interrupted)
+        argv = train()(files, tmp_path)
+    elif command == "evaluate":
         import metrics.evaluation
         monkeypatch.setattr(metrics.evaluation, "run", interrupted)
         argv = ev()(files, tmp_path)
@@ -315,8 +348,10 @@ def train_data(tmp_path_factory):
     return tmp_path_factory.mktemp("train_data")
 
 
-@pytest.mark.parametrize("weights", ["finite", "not finite"])
-def test_training_stops_at_the_first_loss_that_is_not_finite(weights, train_data, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("weights, command", [("finite", "fit-train"), ("not finite", "train")])
+def test_training_stops_at_the_first_loss_that_is_not_finite(weights, command, train_data, tmp_path, capsys,
+                                                              monkeypatch, busy_machine):
+    """Also: fit-train on a busy machine says its OpenMP wait policy in the run's log."""
     from models.objective import Objective
 
     step, calls = Objective.step, []
@@ -333,7 +368,7 @@ def test_training_stops_at_the_first_loss_that_is_not_finite(weights, train_data
 
     monkeypatch.setattr(Objective, "step", diverging)
     argv = [SMOKE, "--data_root", train_data, "--ckpt_dir", tmp_path / "ck", "--name", "run", *TINY_RUN]
-    code, _, err = run_command("train", argv, capsys, monkeypatch)
+    code, _, err = run_command(command, argv, capsys, monkeypatch)
     lines = err.strip().splitlines()
     assert code == 1 and "Traceback" not in err, err
     assert "training stopped: the loss G is not finite (NaN or infinity) in iterations 2 to 2" in lines[-1]
@@ -348,7 +383,9 @@ def test_training_stops_at_the_first_loss_that_is_not_finite(weights, train_data
         assert len(diverged) == 1 and diverged[0] in lines[-1] and "no checkpoint was saved before" in lines[-1]
         with pytest.raises(CheckpointError, match="not finite"):
             load_checkpoint(str(run / diverged[0]))
-    assert "ERROR: training stopped" in (run / "log.txt").read_text()
+    log = (run / "log.txt").read_text()
+    assert "ERROR: training stopped" in log
+    assert ("OpenMP threads wait passively (OMP_WAIT_POLICY=PASSIVE" in log) == (command == "fit-train")
 
 
 # ---- 2: records that do not fit their image ----------------------------------------------------------

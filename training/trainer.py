@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 
 import torch
 from tqdm import tqdm
@@ -209,7 +210,9 @@ def load_pretrained_fr(cfg: Config, nets: Networks, log) -> None:
 # ---- the trainer ----------------------------------------------------------------------------------
 
 class Trainer:
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, notes: Iterable[str] = ()):
+        """``notes``: lines for the run's log, said after the device line (main_train.py's choice of
+        OpenMP wait policy, made before torch was imported)."""
         self.cfg = cfg
         try:
             self.dist = distributed.init(cfg.device)
@@ -228,6 +231,8 @@ class Trainer:
         precision = "bf16" if distributed.use_bf16(cfg.amp, self.device) else "fp32"
         self.log(f"device: {self.device}, processes: {self.dist.world_size}, batch {self.batch} per process, "
                  f"amp: {cfg.amp} ({precision}), channels_last: {cfg.channels_last}")
+        for note in notes:
+            self.log(note)
         self._build_data()
         self._build_networks()
         self.epoch, self.iter_in_epoch, self.global_iter = 0, 0, 0
@@ -595,15 +600,15 @@ def _link_latest(path: str, latest: str) -> None:
     os.replace(tmp, latest)
 
 
-def train(cfg: Config) -> dict | None:
-    trainer = Trainer(cfg)
+def train(cfg: Config, notes: Iterable[str] = ()) -> dict | None:
+    trainer = Trainer(cfg, notes)
     try:
         return trainer.run()
     finally:
         distributed.cleanup()
 
 
-def main(argv=None) -> int:
+def main(argv=None, notes: Iterable[str] = ()) -> int:
     from utils.config import make_config
 
     argv = sys.argv[1:] if argv is None else argv
@@ -612,7 +617,7 @@ def main(argv=None) -> int:
         return 2
     try:
         cfg = make_config(argv[0], argv[1:])
-        train(cfg)
+        train(cfg, notes)
     except (ConfigError, CheckpointError, datasets.DatasetError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

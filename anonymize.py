@@ -119,10 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan_outputs(args.input, args.output, opts)  # refuse bad paths before asking for a password
         model = InferenceModel(args.checkpoint, device)
-        if model.trained_on == "synthetic":
-            print(f"warning: {args.checkpoint} was trained on synthetic faces (its config says dataset: "
-                  "synthetic); on photos of real people it makes blotches, not faces: use a model trained on "
-                  "real faces (pretrained_models/README.md)", file=sys.stderr)
         detector = make_detector(args.detector, upsample=args.upsample, min_face=args.min_face,
                                  max_side=args.detect_max_side)
         protector = FaceProtector(model, detector, mean_landmarks=args.mean_landmarks,
@@ -134,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.per_face:
             passwords.for_key(0)  # a malformed code:... is refused here, before any file
         del text
+        if model.trained_on == "synthetic":  # said once every input is checked: bad input stays one line
+            print(f"warning: {args.checkpoint} was trained on synthetic faces (its config says dataset: "
+                  "synthetic); on photos of real people it makes blotches, not faces: use a model trained on "
+                  "real faces (pretrained_models/README.md)", file=sys.stderr)
         summary = run(protector, args.input, args.output, passwords, opts)
     except (RunError, CheckpointError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

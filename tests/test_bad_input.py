@@ -78,6 +78,7 @@ def files(tmp_path_factory):
     a valid metrics.json with its losses.jsonl, and a file that is no folder."""
     base = tmp_path_factory.mktemp("bad_input")
     ckpt = save_small_checkpoint(str(base / "small.pth"))
+    synthetic_ckpt = save_small_checkpoint(str(base / "synthetic.pth"), dataset="synthetic")
     from PIL import Image
     img, points = synthetic_face()
     Image.fromarray(img).save(base / "face.png")
@@ -98,7 +99,8 @@ def files(tmp_path_factory):
                             "value": 21.5, "n": 4, "definition": ""}]}
     (evaluation / "metrics.json").write_text(json.dumps(metrics))
     return SimpleNamespace(
-        base=base, ckpt=ckpt, photo=str(base / "face.png"), images=str(base / "faces"), points=points,
+        base=base, ckpt=ckpt, synthetic_ckpt=synthetic_ckpt, photo=str(base / "face.png"), images=str(base / "faces"),
+        points=points,
         a_file=str(base / "a_file"), run=run, eval=str(evaluation), metrics=metrics,
         nan_ckpt=_modified_checkpoint(ckpt, str(base / "nan.pth"), _nan_weight),
         nan_landmarks_ckpt=_modified_checkpoint(ckpt, str(base / "nan_lm.pth"), _nan_landmarks),
@@ -242,6 +244,9 @@ UNCLEAR = [
          "--max-megapixels must be a finite number > 0"),
     Case("anonymize: a password file that is not UTF-8", "anonymize",
          lambda f, t: anon()(f, t)[:-2] + ["--password-file", _latin1_file(t)], "is not UTF-8 text"),
+    Case("anonymize: a model trained on synthetic faces, a password file that is not UTF-8", "anonymize",
+         lambda f, t: anon(ckpt=lambda f: f.synthetic_ckpt)(f, t)[:-2] + ["--password-file", _latin1_file(t)],
+         "is not UTF-8 text"),  # the error alone: the warning about the model comes once the inputs are good
     Case("evaluate --examples -2", "evaluate", ev("--examples", "-2"), "--examples must be an integer >= 0"),
     Case("train --max_iters -1", "train", train("--max_iters", "-1"), "--max_iters must be an integer >= 0"),
     Case("train: lr .nan in a YAML file", "train", lambda f, t: [_yaml(t, "lr: .nan\n")] + train()(f, t)[1:],

@@ -185,11 +185,12 @@ def test_bad_device_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_architecture_mismatch_names_the_keys(data_root, tmp_path):
-    training.trainer.train(tiny(data_root, tmp_path / "ck", max_iters=1))
+    resnet = dict(which_model_netG="resnet_9blocks")
+    training.trainer.train(tiny(data_root, tmp_path / "ck", max_iters=1, **resnet))
     latest = str(tmp_path / "ck" / "smoke" / "checkpoint_latest.pth.tar")
     with pytest.raises(CheckpointError,
                        match=r"state_dict_G.*model\.1\.weight: checkpoint \(8, 19, 7, 7\) vs model \(16, 19, 7, 7\)"):
-        training.trainer.train(tiny(data_root, tmp_path / "ck", ngf=16, resume=latest))
+        training.trainer.train(tiny(data_root, tmp_path / "ck", ngf=16, resume=latest, **resnet))
 
 
 def test_missing_pretrained_spheface_says_where_it_comes_from(data_root, tmp_path):

@@ -1,13 +1,17 @@
 """Time one full training step (D phase + G phase) at the paper's network sizes.
 
     python bench/train_step.py [--batch 12] [--size 128] [--steps 3] [--devices cpu,cuda] [--modes fp32,bf16]
-                               [--config config/demo.yaml] [--compile]
+                               [--config config/demo.yaml] [--compile] [--record]
 
 Prints, per device and precision: seconds per step, images per second, the FLOPs of one step (counted
 with torch.utils.flop_counter on the first step), and the FLOP/s achieved. First it prints the CPU's
 bf16-relevant extensions and the fp32 and bf16 GFLOP/s of the step's dominant layer alone: their ratio
 is the most bf16 can gain on the whole step on that machine. Inputs are random tensors:
 this measures compute, not data loading. The SphereFace head has the paper's 10574 classes.
+
+With --config, the batch and size default to the config's. --record keeps each CPU figure (median s
+per step) where the trainer looks for it (training/progress.py's StepTimes): a run of the same
+config on this machine then says so in its log when its steps are much slower than this figure.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from models import Networks  # noqa: E402
 from models.memory_format import format_networks  # noqa: E402
 from models.objective import Objective  # noqa: E402
+from training.progress import StepTimes, cpu_model, step_key  # noqa: E402
 from utils.config import make_config  # noqa: E402
 
 
@@ -92,7 +97,7 @@ def cpu_description() -> str:
             info = f.read()
     except OSError:
         return "unknown CPU"
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    model = cpu_model()
     flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
     ext = [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
     return f"{model}; {' '.join(ext) or 'no AVX-512'}; AMX {'present' if 'amx_bf16' in flags else 'absent'}"
@@ -122,8 +127,8 @@ def conv_peak(device: torch.device, reps: int = 10) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=12)
-    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--batch", type=int, help="default 12, or the config's batch_size")
+    ap.add_argument("--size", type=int, help="default 128, or the config's img_size")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--devices", default="cpu,cuda", help="comma list; cuda is skipped when absent")
@@ -132,7 +137,11 @@ def main() -> None:
     ap.add_argument("--config", help="take the network sizes (and the other settings) from this YAML; "
                                      "--batch and --size still apply")
     ap.add_argument("--compile", action="store_true", help="also time the step with torch.compile'd networks")
+    ap.add_argument("--record", action="store_true", help="keep the CPU figures for the trainer's slow-step note")
     args = ap.parse_args()
+    base = make_config(args.config) if args.config else None
+    args.batch = args.batch or (base.batch_size if base else 12)
+    args.size = args.size or (base.img_size if base else 128)
     devices = [d for d in args.devices.split(",") if d != "cuda" or torch.cuda.is_available()]
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, {args.size}x{args.size}, "
           f"channels_last {not args.no_channels_last}")
@@ -154,6 +163,12 @@ def main() -> None:
                 results[label] = r
                 print(f"{dev} ({name}) {label:5s}: {r['sec']:.3f} s/step (median {r['median']:.3f}), "
                       f"{r['img_s']:.2f} img/s, {r['gflop']:.0f} GFLOP/step, {r['gflops']:.0f} GFLOP/s", flush=True)
+                if args.record and device.type == "cpu" and not compiled:
+                    cfg = make_config(args.config, amp=amp, img_size=args.size, batch_size=args.batch,
+                                      channels_last=not args.no_channels_last)
+                    times = StepTimes()
+                    times.record(step_key(cfg, device, torch.get_num_threads(), mode, args.batch), r["median"])
+                    print(f"recorded {r['median']:.3f} s/step for the trainer in {times.path}")
             if args.compile:
                 print(f"{dev} {mode}: torch.compile speed-up: "
                       f"{results[mode + ' compiled']['img_s'] / results[mode]['img_s']:.2f}x")

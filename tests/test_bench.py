@@ -37,6 +37,26 @@ def test_train_step_benchmark_times_the_networks_of_a_config():
     assert 0 < int(steps[0][2]) < 100  # the demo's narrow networks (the paper's: about 370 at this size)
 
 
+def test_train_step_benchmark_records_the_figure_the_trainer_looks_up(tmp_path):
+    import json
+    import os
+
+    import torch
+
+    from training.progress import step_key
+    from utils.config import make_config
+    times = tmp_path / "times.json"
+    smoke = str(ROOT / "config" / "smoke.yaml")
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "train_step.py"), "--steps", "1", "--warmup", "0",
+                          "--devices", "cpu", "--modes", "fp32", "--config", smoke, "--record"],
+                         capture_output=True, text=True, timeout=600, check=True,
+                         env={**os.environ, "FIT_STEP_TIMES": str(times), "OMP_NUM_THREADS": "1"}).stdout
+    sec = float(re.search(r"recorded ([\d.]+) s/step for the trainer", out).group(1))
+    cfg = make_config(smoke, amp="none")  # batch and size: the config's own (8 at 64x64)
+    key = step_key(cfg, torch.device("cpu"), 1, "fp32", cfg.batch_size)
+    assert abs(json.loads(times.read_text())[key] - sec) < 1e-3
+
+
 @pytest.mark.slow
 def test_detector_benchmark_prints_its_figures():
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "detectors.py"), "--detectors", "hog", "yunet",

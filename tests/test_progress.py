@@ -110,3 +110,54 @@ def test_openmp_waits_passively_only_on_a_machine_already_busy():
     assert env == {"OMP_WAIT_POLICY": "PASSIVE"} and "load average 4.2 on 2 cores" in said
     mine = {"OMP_WAIT_POLICY": "ACTIVE"}  # the user's choice stays
     assert passive_openmp_when_busy(mine, lambda: (4.2, 0, 0), cores=2) is None and mine["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_a_run_slow_from_its_first_step_is_said_against_the_bench_figure():
+    clock, said = Clock(), []
+    watch = SlowSteps(said.append, clock=clock, bench=0.5)
+    for _ in range(100):  # the whole run at 2 s per step: its own first steps are no help
+        clock.t += 2.0
+        watch.step()
+    assert len(said) == 1
+    assert "4.0x the figure bench/train_step.py recorded on this machine (0.50 s)" in said[0]
+
+
+def test_a_run_as_fast_as_the_bench_figure_says_nothing():
+    clock, said = Clock(), []
+    watch = SlowSteps(said.append, clock=clock, bench=0.5)
+    for _ in range(200):
+        clock.t += 0.6
+        watch.step()
+    assert said == []
+
+
+def test_step_times_round_trip_and_ignore_what_is_not_a_time(tmp_path):
+    from training.progress import StepTimes
+    path = tmp_path / "sub" / "times.json"
+    times = StepTimes(str(path))
+    assert times.get("k") is None  # no file yet
+    times.record("k", 0.25)
+    times.record("other", 1.5)
+    assert StepTimes(str(path)).get("k") == 0.25 and StepTimes(str(path)).get("other") == 1.5
+    path.write_text('{"k": "fast", "nan": NaN, "neg": -1, "ok": 2}')
+    assert StepTimes(str(path)).read() == {"ok": 2.0}
+    path.write_text("not json")
+    assert StepTimes(str(path)).get("ok") is None
+    import pytest
+    with pytest.raises(ValueError, match="positive"):
+        times.record("k", float("nan"))
+
+
+def test_the_step_key_tells_apart_what_changes_a_step_time():
+    import torch
+
+    from training.progress import step_key
+    from utils.config import make_config
+    cfg = make_config(None)
+    cpu = torch.device("cpu")
+    base = step_key(cfg, cpu, 2, "bf16", 8)
+    assert base == step_key(make_config(None), cpu, 2, "bf16", 8)
+    others = {step_key(cfg, cpu, 1, "bf16", 8), step_key(cfg, cpu, 2, "fp32", 8), step_key(cfg, cpu, 2, "bf16", 4),
+              step_key(make_config(None, ngf=32), cpu, 2, "bf16", 8),
+              step_key(make_config(None, img_size=64), cpu, 2, "bf16", 8)}
+    assert base not in others and len(others) == 5

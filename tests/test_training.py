@@ -277,3 +277,14 @@ def test_ctrl_c_saves_a_checkpoint_then_resume_works(data_root, tmp_path):
     result = training.trainer.train(tiny(data_root, ck, max_iters=ckpt["global_iter"] + 1,
                                          resume=str(ck / "sigint" / "checkpoint_latest.pth.tar")))
     assert result is not None
+
+
+def test_a_run_much_slower_than_the_recorded_bench_figure_says_so_in_its_log(data_root, tmp_path, monkeypatch):
+    from training.progress import StepTimes, step_key
+    cfg = tiny(data_root, tmp_path / "ck", max_iters=27, print_freq=100)
+    times = StepTimes(str(tmp_path / "times.json"))
+    times.record(step_key(cfg, torch.device("cpu"), torch.get_num_threads(), "fp32", cfg.batch_size), 1e-6)
+    monkeypatch.setenv("FIT_STEP_TIMES", times.path)
+    training.trainer.train(cfg)
+    log = (tmp_path / "ck" / "smoke" / "log.txt").read_text()
+    assert log.count("slow steps:") == 1 and "the figure bench/train_step.py recorded on this machine" in log

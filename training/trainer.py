@@ -48,7 +48,7 @@ from training.checkpoint import (
 )
 from training.fr_pretrain import pretrain_face_recognizer
 from training.heldout import ViewPasswords, evaluate, format_evaluation, views
-from training.progress import SlowSteps, TrainingBar
+from training.progress import SlowSteps, StepTimes, TrainingBar, step_key
 from training.validation import VALIDATION_LOG, ValidationCurve, format_values, spread_over_identities
 from utils.config import Config, ConfigError, dump_yaml
 from utils.fileio import atomic_write_text, end_with_newline, unwritable
@@ -228,7 +228,7 @@ class Trainer:
         self.stop_requested = False
         self.run_dir = os.path.dirname(os.path.abspath(cfg.resume)) if cfg.resume else None
         self.log = RunLog(None, enabled=self.dist.main)  # kept in memory until the run folder is written
-        precision = "bf16" if distributed.use_bf16(cfg.amp, self.device) else "fp32"
+        self.precision = precision = "bf16" if distributed.use_bf16(cfg.amp, self.device) else "fp32"
         self.log(f"device: {self.device}, processes: {self.dist.world_size}, batch {self.batch} per process, "
                  f"amp: {cfg.amp} ({precision}), channels_last: {cfg.channels_last}")
         for note in notes:
@@ -443,7 +443,8 @@ class Trainer:
         self.log(f"{per_epoch} iterations per epoch, {cfg.epochs} epochs, stopping at iteration {total_iters}")
         bar = TrainingBar(total=total_iters, initial=self.global_iter, disable=not self.dist.main, unit="it",
                           dynamic_ncols=True, desc="train", time_limit_s=cfg.time_limit_min * 60)
-        slow = SlowSteps(self.log)
+        here = step_key(cfg, self.device, torch.get_num_threads(), self.precision, self.batch)
+        slow = SlowSteps(self.log, bench=StepTimes().get(here))
         sums, count, last_logged, data_wait = {}, 0, time.time(), 0.0
         finished = self.global_iter >= total_iters
         try:

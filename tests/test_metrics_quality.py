@@ -54,6 +54,17 @@ def test_ms_ssim_scales_follow_the_image_size():
         quality.ssim(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
 
 
+def test_ssim_and_ms_ssim_together_are_the_figures_of_each_alone():
+    x = smooth_image(4).repeat(5, 1, 1, 1)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
+    y = (x + noise * torch.linspace(0.01, 0.5, 5).view(5, 1, 1, 1)).clamp(-1, 1)
+    s, ms = quality.ssim_and_ms_ssim(y, x)
+    assert torch.equal(s, quality.ssim(y, x)) and torch.equal(ms, quality.ms_ssim(y, x))
+    s128, ms128 = quality.ssim_and_ms_ssim(y[:2].repeat(1, 1, 2, 2), x[:2].repeat(1, 1, 2, 2))
+    assert torch.equal(ms128, quality.ms_ssim(y[:2].repeat(1, 1, 2, 2), x[:2].repeat(1, 1, 2, 2)))
+    assert torch.equal(s128, quality.ssim(y[:2].repeat(1, 1, 2, 2), x[:2].repeat(1, 1, 2, 2)))
+
+
 def test_jpeg_round_trip_loses_more_at_lower_quality():
     x = from_uint8(np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8))
     x = torch.nn.functional.avg_pool2d(x, 3, 1, 1)

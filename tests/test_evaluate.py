@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -75,7 +76,8 @@ def check_every_figure(data, recognisers):
         expected += [("quality", m, v, None) for m in ("psnr", "ssim", "ms_ssim")]
         for r in recognisers:
             expected += [("identity", m, v, r) for m in ("match_rate", "deid_rate", "mean_distance", "rank1_reid")]
-    for v in (ORIGINAL, "anonymized", "recovered", "wrong recovery 1") + tuple(b.name for b in BASELINES):
+    detected = (ORIGINAL, "anonymized", "recovered", "wrong recovery 1") + tuple(b.name for b in BASELINES)
+    for v in detected:
         expected.append(("detection", "detection_rate", v, None))
     for r in recognisers:
         expected += [("recogniser", m, ORIGINAL, r) for m in
@@ -116,6 +118,7 @@ def test_json_has_every_figure_with_definition_and_sample_size(evaluated):
     report = open(os.path.join(evaluated.out, "report.md"), encoding="utf-8").read()
     for title in ("Recognisers on test originals", "Privacy, recovery and realism", "Diversity", "Password guessing"):
         assert title in report
+    assert "time per stage" not in report and set(p["stage_seconds"]) >= {"generator", "quality", "detection dlib"}
     assert "solid mask" in report and "sigma = side/32 (2 px)" in report
 
 
@@ -256,3 +259,43 @@ def test_progress_adds_up_the_training_time_of_resumed_segments(tmp_path):
     rows = [(50, 60.0), (100, 120.0), (150, 30.0), (200, 90.0)]  # resumed after iteration 100
     log.write_text("".join(json.dumps({"epoch": 0, "iter": i, "time": t, "losses": {}}) + "\n" for i, t in rows))
     assert training_minutes(str(log)) == {50: 1.0, 100: 2.0, 150: 2.5, 200: 3.5}
+
+
+# ---- the fast path gives the figures of the code before it -----------------------------------------
+
+def test_fast_path_gives_the_reference_figures(tiny, tmp_path):
+    """metrics/reference.py is the measuring step before it was made fast (dlib's own network, one view
+    at a time, ...): on the same images and seed, every figure it writes comes out the same."""
+    outs = {}
+    for ref in (True, False):
+        out = run(options(tiny, tmp_path / ("ref" if ref else "fast"), no_dlib=False, attack_images=0, reference=ref),
+                  log=lambda *_: None)
+        with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:
+            outs[ref] = json.load(f)
+    ref, fast = figures_by_key(outs[True]), figures_by_key(outs[False])
+    check_every_figure(outs[True], ["dlib", "dlib (calibrated)", "sphereface", "small"])
+    check_every_figure(outs[False], ["dlib", "dlib (calibrated)", "sphereface", "small"])
+    assert outs[True]["protocol"]["measuring_path"].startswith("reference")
+    assert set(ref) <= set(fast) and len(ref) > 300
+    for k, f in ref.items():
+        # dlib's descriptors from PyTorch equal dlib's to float32 rounding; figures are rounded to 1e-6
+        assert fast[k]["value"] == pytest.approx(f["value"], abs=2e-6), k
+        assert fast[k]["n"] == f["n"], k
+    for name, info in outs[True]["recognisers"].items():
+        assert outs[False]["recognisers"][name]["threshold"] == pytest.approx(info["threshold"], abs=2e-6), name
+    assert set(fast) == set(ref)
+
+
+@pytest.mark.slow
+def test_speed_benchmark_times_both_paths_and_finds_the_same_figures(tiny):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "evaluate.py"), "--checkpoint", tiny.ckpt,
+                           "--max-images", str(N_IMAGES), "--batch-size", "3"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "extensions:" in out and "1 threads" in out and "load average" in out
+    row = re.search(r"^dlib recogniser \(chips \+ descriptor\)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x$", out, re.M)
+    assert row and float(row[1]) > 0 and float(row[2]) > 0, out
+    assert re.search(r"^whole evaluation \(wall\)\s+[\d.]+\s+[\d.]+\s+[\d.]+x$", out, re.M), out
+    assert re.search(r"figures: \d+ of the reference, 0 missing from the fast path, 0 differ", out), out

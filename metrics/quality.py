@@ -22,7 +22,7 @@ from PIL import Image
 from training.heldout import psnr
 from utils.images import from_uint8, to_uint8
 
-__all__ = ["psnr", "ssim", "ms_ssim", "ssim_and_ms_ssim", "ms_ssim_scales", "jpeg_round_trip",
+__all__ = ["psnr", "ssim", "ms_ssim", "ssim_and_ms_ssim", "ms_ssim_scales", "jpeg_round_trip", "laplacian_variance",
            "WINDOW", "MS_SSIM_WEIGHTS"]
 
 WINDOW, SIGMA, K1, K2 = 11, 1.5, 0.01, 0.03
@@ -138,3 +138,26 @@ def jpeg_round_trip(images: torch.Tensor, quality: int) -> torch.Tensor:
             out.append(np.asarray(im.convert("RGB")))
     return from_uint8(np.stack(out)).to(images.device)
 
+
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
+
+
+def laplacian_variance(images: np.ndarray, boxes) -> np.ndarray:
+    """Sharpness: per image, the variance of the 4-neighbour Laplacian (0 1 0 / 1 -4 1 / 0 1 0) of
+    the luma (BT.601 weights, 0-255) over the pixels of its box (left, top, right, bottom in pixels,
+    rounded, and kept one pixel inside the image so that every pixel has its four neighbours).
+    ``images``: uint8 (B, H, W, 3). Blurring lowers it; a plain copy keeps it."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).double()
+    if x.dim() != 4 or x.shape[-1] != 3 or len(boxes) != x.shape[0]:
+        raise ValueError(f"laplacian_variance: expected (B, H, W, 3) images and B boxes, got {tuple(x.shape)} "
+                         f"and {len(boxes)} boxes")
+    y = x @ torch.tensor(LUMA, dtype=torch.float64)
+    h, w = y.shape[-2:]
+    lap = y[:, :-2, 1:-1] + y[:, 2:, 1:-1] + y[:, 1:-1, :-2] + y[:, 1:-1, 2:] - 4 * y[:, 1:-1, 1:-1]
+    out = np.empty(len(boxes))
+    for k, (l, t, r, b) in enumerate(boxes):
+        l, t, r, b = max(1, round(l)), max(1, round(t)), min(w - 1, round(r)), min(h - 1, round(b))
+        if r <= l or b <= t:
+            raise ValueError(f"laplacian_variance: the box {boxes[k]} holds no pixel of the {w}x{h} image")
+        out[k] = lap[k, t - 1:b - 1, l - 1:r - 1].var(unbiased=False).item()
+    return out

@@ -68,7 +68,7 @@ def figures_by_key(data):
     return {(f["section"], f["metric"], f["view"], f["recogniser"]): f for f in data["figures"]}
 
 
-def check_every_figure(data, recognisers):
+def check_every_figure(data, recognisers, faces=True):
     figs = figures_by_key(data)
     views = list(G_VIEWS) + [b.name for b in BASELINES]
     expected = []
@@ -79,6 +79,10 @@ def check_every_figure(data, recognisers):
     detected = (ORIGINAL, "anonymized", "recovered", "wrong recovery 1") + tuple(b.name for b in BASELINES)
     for v in detected:
         expected.append(("detection", "detection_rate", v, None))
+    if faces:  # the fast path's figures: YuNet's detection rates and the sharpness ratio
+        expected += [("detection", "yunet_rate", v, None) for v in detected]
+        expected += [("detection", "yunet_rate_vs_original", v, None) for v in detected[1:]]
+        expected += [("sharpness", "laplacian_variance_ratio", v, None) for v in views]
     for r in recognisers:
         expected += [("recogniser", m, ORIGINAL, r) for m in
                      ("true_match_rate", "true_non_match_rate", "balanced_accuracy", "auc", "rank1_leave_one_out")]
@@ -91,10 +95,10 @@ def check_every_figure(data, recognisers):
         f = figs[k]
         assert f["definition"] and f["n"] > 0, k
         assert f["value"] is not None and math.isfinite(f["value"]), k
-        if k[1] not in ("psnr", "mean_distance"):
+        if k[1] not in ("psnr", "mean_distance", "yunet_rate_vs_original", "laplacian_variance_ratio"):
             assert 0 <= f["value"] <= 1 + 1e-9, k
     for k in expected:
-        if k[0] in ("quality", "identity", "detection"):
+        if k[0] in ("quality", "identity", "detection", "sharpness"):
             assert figs[k]["n"] == N_IMAGES, k  # the partial last batch (4 = 3 + 1) counts
     assert set(data["recognisers"]) == set(recognisers)
     for r in recognisers:
@@ -116,9 +120,11 @@ def test_json_has_every_figure_with_definition_and_sample_size(evaluated):
     assert "64" in d["password_advice"]
     assert {s["what"] for s in d["skipped"]} >= {"FID", "dlib recogniser"}
     report = open(os.path.join(evaluated.out, "report.md"), encoding="utf-8").read()
-    for title in ("Recognisers on test originals", "Privacy, recovery and realism", "Diversity", "Password guessing"):
+    for title in ("Recognisers on test originals", "Privacy, recovery and realism", "Diversity", "Password guessing",
+                  "Faces, not blurs"):
         assert title in report
-    assert "time per stage" not in report and set(p["stage_seconds"]) >= {"generator", "quality", "detection dlib"}
+    assert "time per stage" not in report
+    assert set(p["stage_seconds"]) >= {"generator", "quality", "detection dlib", "detection yunet", "sharpness"}
     assert "solid mask" in report and "sigma = side/32 (2 px)" in report
 
 
@@ -273,7 +279,7 @@ def test_fast_path_gives_the_reference_figures(tiny, tmp_path):
         with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:
             outs[ref] = json.load(f)
     ref, fast = figures_by_key(outs[True]), figures_by_key(outs[False])
-    check_every_figure(outs[True], ["dlib", "dlib (calibrated)", "sphereface", "small"])
+    check_every_figure(outs[True], ["dlib", "dlib (calibrated)", "sphereface", "small"], faces=False)
     check_every_figure(outs[False], ["dlib", "dlib (calibrated)", "sphereface", "small"])
     assert outs[True]["protocol"]["measuring_path"].startswith("reference")
     assert set(ref) <= set(fast) and len(ref) > 300
@@ -283,7 +289,52 @@ def test_fast_path_gives_the_reference_figures(tiny, tmp_path):
         assert fast[k]["n"] == f["n"], k
     for name, info in outs[True]["recognisers"].items():
         assert outs[False]["recognisers"][name]["threshold"] == pytest.approx(info["threshold"], abs=2e-6), name
-    assert set(fast) == set(ref)
+    assert {k for k in set(fast) - set(ref)} == {k for k in fast if k[0] == "sharpness" or k[1].startswith("yunet")}
+
+
+def test_yunet_finds_no_face_where_there_is_none_and_finds_the_originals(tiny):
+    from metrics.baselines import face_box
+    from metrics.evaluation import face_found, yunet_detector
+    from utils.images import to_uint8
+
+    test = datasets.build_dataset(tiny.cfg, "test")
+    det = yunet_detector(64)
+    assert det.scales(64, 64) == [2.0, 1.0]
+    items = [test[i] for i in range(6)]
+    u8 = to_uint8(torch.stack([it["image"] for it in items]))
+    boxes = [face_box(it["landmarks"], (64, 64)) for it in items]
+    assert sum(face_found(det, u8[i], boxes[i]) for i in range(6)) >= 5  # synthetic faces are faces to YuNet
+    grey = np.full((64, 64, 3), 128, np.uint8)
+    noise = np.random.default_rng(0).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
+    assert not face_found(det, grey, boxes[0])
+    assert not any(face_found(det, noise[i], boxes[i]) for i in range(6))
+    # a face elsewhere in the image does not count
+    assert not face_found(det, u8[0], (0, 0, 5, 5))
+
+
+def test_faces_figures_are_rates_against_the_originals():
+    from metrics.evaluation import Measured, summarise
+    from metrics.report import faces_table
+
+    m = Measured(labels=[0, 0, 1, 1])
+    m.yunet = {ORIGINAL: [True, True, True, False], "anonymized": [True, False, True, False],
+               "blur sigma=side/16": [False] * 4}
+    m.sharpness = {"anonymized": [1.0, 0.5, 0.75, 0.75], "blur sigma=side/16": [0.1, 0.2, 0.1, float("nan")]}
+    figures, _, _ = summarise(m, {}, None)
+    figs = {(f["metric"], f["view"]): f["value"] for f in figures}
+    assert figs[("yunet_rate", ORIGINAL)] == 0.75 and figs[("yunet_rate", "anonymized")] == 0.5
+    assert figs[("yunet_rate_vs_original", "anonymized")] == pytest.approx(2 / 3, abs=1e-6)
+    assert figs[("yunet_rate_vs_original", "blur sigma=side/16")] == 0
+    assert figs[("laplacian_variance_ratio", "anonymized")] == 0.75
+    blur = [f for f in figures if f["metric"] == "laplacian_variance_ratio" and f["view"] == "blur sigma=side/16"]
+    assert blur[0]["value"] == pytest.approx(0.4 / 3, abs=1e-6) and blur[0]["n"] == 3  # a flat original: no ratio
+    _, head, rows = faces_table(figures)
+    assert head[1:] == ["face found (YuNet)", "YuNet rate / originals' rate", "sharpness / original's"]
+    assert rows[0] == ["original", "75.0%", "", ""] and rows[1] == ["anonymized", "50.0%", "0.667", "0.750"]
+    # no face in any original: no ratio (not a division by zero)
+    m.yunet[ORIGINAL] = [False] * 4
+    figs = {(f["metric"], f["view"]): f["value"] for f in summarise(m, {}, None)[0]}
+    assert figs[("yunet_rate_vs_original", "anonymized")] is None
 
 
 @pytest.mark.slow

@@ -58,11 +58,12 @@ def evaluate_once(args, path: str, out: str) -> dict:
     folder = run(Options(checkpoint=args.checkpoint, dataset=args.dataset, out=out, data_root=args.data_root,
                          max_images=args.max_images, batch_size=args.batch_size, device="cpu", seed=args.seed,
                          recogniser=args.recogniser, no_dlib=args.no_dlib, attack_images=0, progress=False,
-                         reference=path == "reference"), log=lambda *_: None)
+                         reference=path == "reference", threads=args.threads), log=lambda *_: None)
     wall = time.perf_counter() - t0
     with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as f:
         data = json.load(f)
     return {"wall": wall, "stages": data["protocol"]["stage_seconds"], "images": data["protocol"]["images"],
+            "threads": data["protocol"]["threads"],
             "figures": {(g["section"], g["metric"], g["view"], g["recogniser"]): g["value"] for g in data["figures"]}}
 
 
@@ -90,7 +91,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--paths", default=",".join(PATHS), help="reference, fast or both, in this order")
     ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads (default: the evaluation's choice: OMP_NUM_THREADS, else the idle cores)")
     ap.add_argument("--no-dlib", action="store_true")
     args = ap.parse_args(argv)
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
@@ -99,18 +101,17 @@ def main(argv=None) -> int:
 
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     print(cpu_line())
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; {load()} at the start")
+    print(f"torch {torch.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, --threads "
+          f"{args.threads or 'unset'}; {load()} at the start")
     runs = {p: [] for p in paths}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeat):
             for p in paths:
                 res = evaluate_once(args, p, os.path.join(tmp, f"{p}_{r}"))
                 runs[p].append(res)
-                print(f"  {p} run {r + 1}: {res['wall']:.1f} s for {res['images']} images; {load()}", flush=True)
+                print(f"  {p} run {r + 1}: {res['wall']:.1f} s for {res['images']} images on {res['threads']} "
+                      f"thread(s); {load()}", flush=True)
     images = runs[paths[0]][0]["images"]
 
     for p in paths:  # what metrics.json cannot hold: the time of writing itself

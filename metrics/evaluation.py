@@ -83,6 +83,7 @@ class Options:
     fid_weights: str | None = None
     progress: bool = True
     reference: bool = False  # measure with metrics/reference.py, the code before it was made fast (tests, bench)
+    threads: int | None = None  # CPU threads; None: OMP_NUM_THREADS if set, else the idle cores (idle_threads)
 
 
 @dataclass
@@ -122,6 +123,26 @@ def evaluation_config(ckpt: dict, dataset: str, config_path: str | None, data_ro
     return cfg
 
 
+def idle_threads() -> int:
+    """The cores that other work leaves idle (the 1-minute load average), at least 1, at most torch's
+    default. On a busy CPU, threads that wait for each other's time slices are far slower than one:
+    on this project's 2-core machine with about 4 other processes running, the evaluation of 240
+    smoke images took 116 s with one thread and 657 s with two (YuNet alone 22x slower)."""
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        return torch.get_num_threads()
+    return max(1, min(torch.get_num_threads(), int((os.cpu_count() or 1) - busy + 0.5)))
+
+
+def evaluation_threads(opts: Options) -> int:
+    if opts.threads is not None:
+        if opts.threads < 1:
+            raise InferenceError(f"threads must be at least 1, got {opts.threads}")
+        return opts.threads
+    return torch.get_num_threads() if os.environ.get("OMP_NUM_THREADS") else idle_threads()
+
+
 def view_passwords(indices, length: int, seed: int):
     """p, p2, w1, w2 (B, L) for split indices: each row depends only on (seed, index)."""
     rows = [draw_step_passwords(1, length, image_generator(seed, int(i))) for i in indices]
@@ -137,14 +158,21 @@ def detector_upsample(side: int) -> int:
     return u
 
 
-def yunet_detector(side: int):
+def yunet_detector(side: int, threads: int | None = None):
     """anonymize.py's detector (YuNet at its default threshold), keeping faces of any size, with its
     pyramid topped at 2x instead of 4x: on the smoke data's 64 px test faces (about 27 px) the 4x
     level found nothing more (the same rates on 120 originals and their five baselines) and took 70%
-    of the time."""
+    of the time. ``threads``: of YuNet's own OpenMP runtime, which reads OMP_NUM_THREADS once, when
+    it loads (so only if it is not loaded yet and OMP_NUM_THREADS is unset)."""
     from protect.face_detect_yunet import YuNetDetector
 
-    return YuNetDetector(min_face=0, enlarge_to=2 * side)
+    if threads is None or os.environ.get("OMP_NUM_THREADS"):
+        return YuNetDetector(min_face=0, enlarge_to=2 * side)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        return YuNetDetector(min_face=0, enlarge_to=2 * side)
+    finally:
+        del os.environ["OMP_NUM_THREADS"]
 
 
 def face_detected(detector: DlibDetector, image: np.ndarray, landmarks: torch.Tensor) -> bool:
@@ -431,7 +459,18 @@ def summarise(m: Measured, recognisers: dict, opts: Options) -> tuple[list, dict
 
 def run(opts: Options, log=print) -> str:
     """Evaluate; returns the output folder (``opts.out``, or ``opts.out_2``... if it exists). Logs the
-    wall time of every stage at the end (also in metrics.json, protocol.stage_seconds)."""
+    wall time of every stage at the end (also in metrics.json, protocol.stage_seconds). Runs on
+    ``evaluation_threads(opts)`` CPU threads, then gives torch its thread count back."""
+    threads_before = torch.get_num_threads()
+    threads = evaluation_threads(opts)
+    torch.set_num_threads(threads)
+    try:
+        return _run(opts, log, threads)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(opts: Options, log, threads: int) -> str:
     from .report import write_report
 
     timer = StageTimer()
@@ -482,7 +521,7 @@ def run(opts: Options, log=print) -> str:
     detectors = {"dlib": DlibDetector(model="hog", upsample=detector_upsample(cfg.img_size), min_face=0)}
     if not opts.reference:
         try:
-            detectors["yunet"] = yunet_detector(cfg.img_size)
+            detectors["yunet"] = yunet_detector(cfg.img_size, threads)
         except ImportError as e:  # yuface missing (no wheel for this Python)
             skipped.append({"what": "YuNet detection rates", "why": str(e)})
     measure = measure_batch_reference if opts.reference else measure_batch

@@ -345,8 +345,24 @@ def test_speed_benchmark_times_both_paths_and_finds_the_same_figures(tiny):
                           cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
-    assert "extensions:" in out and "1 threads" in out and "load average" in out
+    assert "extensions:" in out and "OMP_NUM_THREADS=1" in out and "on 1 thread(s)" in out and "load average" in out
     row = re.search(r"^dlib recogniser \(chips \+ descriptor\)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x$", out, re.M)
     assert row and float(row[1]) > 0 and float(row[2]) > 0, out
     assert re.search(r"^whole evaluation \(wall\)\s+[\d.]+\s+[\d.]+\s+[\d.]+x$", out, re.M), out
     assert re.search(r"figures: \d+ of the reference, 0 missing from the fast path, 0 differ", out), out
+
+
+def test_threads_are_the_idle_cores_unless_chosen(monkeypatch, tiny, tmp_path):
+    from metrics import evaluation as ev
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(ev.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(ev.torch, "get_num_threads", lambda: 2)
+    for load, threads in ((0.2, 2), (0.9, 1), (4.0, 1)):
+        monkeypatch.setattr(ev.os, "getloadavg", lambda load=load: (load, load, load))
+        assert ev.evaluation_threads(options(tiny, tmp_path)) == threads, load
+    assert ev.evaluation_threads(options(tiny, tmp_path, threads=3)) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert ev.evaluation_threads(options(tiny, tmp_path)) == 2  # the user's choice stands
+    with pytest.raises(ev.InferenceError, match="threads"):
+        ev.evaluation_threads(options(tiny, tmp_path, threads=0))

@@ -55,6 +55,8 @@ from .recognisers import (
     train_small_recogniser,
     verification,
 )
+from .reference import measure_batch_reference
+from .stages import StageTimer
 from .views import DETECTION_VIEWS, DIVERSITY_PAIRS, EXAMPLE_VIEWS, JPEG_QUALITIES, ORIGINAL, SAVED_JPEG
 
 SMOKE_YAML = os.path.join(PROJECT_ROOT, "config", "smoke.yaml")
@@ -81,6 +83,8 @@ class Options:
     examples: int = 8
     fid_weights: str | None = None
     progress: bool = True
+    reference: bool = False  # measure with metrics/reference.py, the code before it was made fast (tests, bench)
+    threads: int | None = None  # CPU threads; None: OMP_NUM_THREADS if set, else the idle cores (idle_threads)
 
 
 @dataclass
@@ -91,7 +95,9 @@ class Measured:
     paths: list = field(default_factory=list)
     quality: dict = field(default_factory=dict)      # view -> metric -> list
     embeddings: dict = field(default_factory=dict)   # recogniser -> view -> list of arrays
-    detected: dict = field(default_factory=dict)     # view -> list of bool
+    detected: dict = field(default_factory=dict)     # view -> list of bool (dlib HOG)
+    yunet: dict = field(default_factory=dict)        # view -> list of bool (YuNet, anonymize.py's detector)
+    sharpness: dict = field(default_factory=dict)    # view -> list of Laplacian-variance ratios to the original
     fid: dict = field(default_factory=dict)          # view -> list of Inception feature arrays
     examples: list = field(default_factory=list)     # rows of uint8 images
     example_titles: list = field(default_factory=list)
@@ -118,6 +124,26 @@ def evaluation_config(ckpt: dict, dataset: str, config_path: str | None, data_ro
     return cfg
 
 
+def idle_threads() -> int:
+    """The cores that other work leaves idle (the 1-minute load average), at least 1, at most torch's
+    default. On a busy CPU, threads that wait for each other's time slices are far slower than one:
+    on this project's 2-core machine with about 4 other processes running, the evaluation of 240
+    smoke images took 116 s with one thread and 657 s with two (YuNet alone 22x slower)."""
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        return torch.get_num_threads()
+    return max(1, min(torch.get_num_threads(), int((os.cpu_count() or 1) - busy + 0.5)))
+
+
+def evaluation_threads(opts: Options) -> int:
+    if opts.threads is not None:
+        if opts.threads < 1:
+            raise InferenceError(f"threads must be at least 1, got {opts.threads}")
+        return opts.threads
+    return torch.get_num_threads() if os.environ.get("OMP_NUM_THREADS") else idle_threads()
+
+
 def view_passwords(indices, length: int, seed: int):
     """p, p2, w1, w2 (B, L) for split indices: each row depends only on (seed, index)."""
     rows = [draw_step_passwords(1, length, image_generator(seed, int(i))) for i in indices]
@@ -133,10 +159,32 @@ def detector_upsample(side: int) -> int:
     return u
 
 
+def yunet_detector(side: int, threads: int | None = None):
+    """anonymize.py's detector (YuNet at its default threshold), keeping faces of any size, with its
+    pyramid topped at 2x instead of 4x: on the smoke data's 64 px test faces (about 27 px) the 4x
+    level found nothing more (the same rates on 120 originals and their five baselines) and took 70%
+    of the time. ``threads``: of YuNet's own OpenMP runtime, which reads OMP_NUM_THREADS once, when
+    it loads (so only if it is not loaded yet and OMP_NUM_THREADS is unset)."""
+    from protect.face_detect_yunet import YuNetDetector
+
+    if threads is None or os.environ.get("OMP_NUM_THREADS"):
+        return YuNetDetector(min_face=0, enlarge_to=2 * side)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        return YuNetDetector(min_face=0, enlarge_to=2 * side)
+    finally:
+        del os.environ["OMP_NUM_THREADS"]
+
+
 def face_detected(detector: DlibDetector, image: np.ndarray, landmarks: torch.Tensor) -> bool:
     """A face is found whose box centre lies inside the original face's box (a detection elsewhere
     in the image does not count)."""
-    l, t, r, b = face_box(landmarks, image.shape[:2])
+    return face_found(detector, image, face_box(landmarks, image.shape[:2]))
+
+
+def face_found(detector, image: np.ndarray, box) -> bool:
+    """``face_detected`` with the original face's box given (left, top, right, bottom)."""
+    l, t, r, b = box
     for f in detector.detect(image):
         cx, cy = (f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2
         if l <= cx <= r and t <= cy <= b:
@@ -175,55 +223,109 @@ def small_recogniser(opts: Options, cfg: Config, dataset: str, device, log) -> S
 
 # ---- measuring ----------------------------------------------------------------------------------
 
+def make_views(run: Runner, I: torch.Tensor, lm: torch.Tensor, passwords, t: StageTimer) -> OrderedDict:
+    """The views of one batch, in the order of the report's tables (see the module's docstring);
+    each JPEG round trip of M is made once."""
+    p, p2, w1, w2 = passwords
+    jpeg = {}
+
+    def jpeg_of(q: int) -> torch.Tensor:
+        if q not in jpeg:
+            with t("jpeg"):
+                jpeg[q] = quality.jpeg_round_trip(M, q)
+        return jpeg[q]
+
+    with t("generator"):
+        M = run(I, p)
+        views = OrderedDict([(ORIGINAL, I), ("anonymized", M), ("second anonymization", run(I, p2)),
+                             ("recovered", run(M, complement(p)))])
+    for q in JPEG_QUALITIES:
+        Mq = jpeg_of(q)
+        with t("generator"):
+            views[f"recovered (M as JPEG q{q})"] = run(Mq, complement(p))
+    with t("generator"):
+        views["wrong recovery 1"] = run(M, w1)
+        views["wrong recovery 2"] = run(M, w2)
+    M_jpeg = jpeg_of(SAVED_JPEG)
+    views[f"anonymized (JPEG q{SAVED_JPEG})"] = M_jpeg
+    with t("generator"):
+        views[f"wrong recovery 1 (M as JPEG q{SAVED_JPEG})"] = run(M_jpeg, w1)
+        views[f"wrong recovery 2 (M as JPEG q{SAVED_JPEG})"] = run(M_jpeg, w2)
+    with t("baselines"):
+        for base in BASELINES:
+            views[base.name] = base(I, lm)
+    return views
+
+
 @torch.no_grad()
-def measure_batch(run: Runner, b: dict, L: int, seed: int, recognisers: dict, detector, m: Measured,
-                  examples: int, inception=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """All views of one batch and their per-image measurements; returns M (for the attack)."""
+def measure_batch(run: Runner, b: dict, L: int, seed: int, recognisers: dict, detectors: dict, m: Measured,
+                  examples: int, inception=None, timer: StageTimer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """All views of one batch and their per-image measurements; returns M and p (for the attack).
+    Each view is measured once (the JPEG round trips too); dlib's descriptor runs in PyTorch on
+    batches of the chips of every view; SSIM and MS-SSIM share their first scale."""
+    t = timer or StageTimer()
     I = b["image"].to(run.device)
     lm = b["landmarks"]
     if not torch.isfinite(lm).all():
         bad = [p for p, ok in zip(b["path"], torch.isfinite(lm).flatten(1).all(1)) if not ok]
         raise InferenceError(f"the evaluation needs five landmarks for every image; none for {bad[:3]}")
-    p, p2, w1, w2 = view_passwords(b["index"].tolist(), L, seed)
-    M = run(I, p)
-    views = OrderedDict([(ORIGINAL, I), ("anonymized", M), ("second anonymization", run(I, p2)),
-                         ("recovered", run(M, complement(p)))])
-    for q in JPEG_QUALITIES:
-        views[f"recovered (M as JPEG q{q})"] = run(quality.jpeg_round_trip(M, q), complement(p))
-    views["wrong recovery 1"] = run(M, w1)
-    views["wrong recovery 2"] = run(M, w2)
-    # the same privacy figures for an anonymized face that was saved as JPEG on the way
-    M_jpeg = quality.jpeg_round_trip(M, SAVED_JPEG)
-    views[f"anonymized (JPEG q{SAVED_JPEG})"] = M_jpeg
-    views[f"wrong recovery 1 (M as JPEG q{SAVED_JPEG})"] = run(M_jpeg, w1)
-    views[f"wrong recovery 2 (M as JPEG q{SAVED_JPEG})"] = run(M_jpeg, w2)
-    for base in BASELINES:
-        views[base.name] = base(I, lm)
-    for name, x in views.items():
-        if name == ORIGINAL:
-            continue
-        q = m.quality.setdefault(name, {"psnr": [], "ssim": [], "ms_ssim": []})
-        q["psnr"] += quality.psnr(x, I).tolist()
-        q["ssim"] += quality.ssim(x, I).tolist()
-        q["ms_ssim"] += quality.ms_ssim(x, I).tolist()
+    n = len(I)
+    passwords = view_passwords(b["index"].tolist(), L, seed)
+    views = make_views(run, I, lm, passwords, t)
+    names = list(views)
+    size = tuple(I.shape[-2:])
+    boxes = [face_box(lm[i], size) for i in range(n)]
+    with t("quality"):
+        # view by view: one tensor of every view was slower (its float64 intermediates leave the cache)
+        for v in names[1:]:
+            q = m.quality.setdefault(v, {"psnr": [], "ssim": [], "ms_ssim": []})
+            q["psnr"] += quality.psnr(views[v], I).tolist()
+            s, ms = quality.ssim_and_ms_ssim(views[v], I)
+            q["ssim"] += s.tolist()
+            q["ms_ssim"] += ms.tolist()
+    with t("uint8"):
+        all_u8 = to_uint8(torch.cat([views[v] for v in names]))
+        u8 = {v: all_u8[k * n:(k + 1) * n] for k, v in enumerate(names)}
     for rname, rec in recognisers.items():
         store = m.embeddings.setdefault(rname, {})
-        for name, x in views.items():
-            store.setdefault(name, []).append(rec.embed(x, lm))
+        if isinstance(rec, DlibRecogniser):
+            with t("dlib chips"):
+                chips = [c for v in names for c in rec.chips_of(u8[v], boxes)]
+            with t("dlib descriptor"):
+                E = rec.describe(chips)
+            for k, v in enumerate(names):
+                store.setdefault(v, []).append(E[k * n:(k + 1) * n])
+        else:
+            with t(f"recogniser {rname}"):  # view by view: batches of every view were no faster
+                for v in names:
+                    store.setdefault(v, []).append(rec.embed(views[v], lm))
     if inception is not None:
-        for name in DETECTION_VIEWS + tuple(bl.name for bl in BASELINES):
-            m.fid.setdefault(name, []).append(inception(views[name]))
-    u8 = {name: to_uint8(x) for name, x in views.items()}
-    for name in DETECTION_VIEWS + tuple(bl.name for bl in BASELINES):
-        m.detected.setdefault(name, []).extend(face_detected(detector, u8[name][i], lm[i]) for i in range(len(I)))
-    for i in range(len(I)):
+        with t("fid features"):
+            for name in DETECTION_VIEWS + tuple(bl.name for bl in BASELINES):
+                m.fid.setdefault(name, []).append(inception(views[name]))
+    detected = DETECTION_VIEWS + tuple(bl.name for bl in BASELINES)
+    with t("detection dlib"):
+        for v in detected:
+            m.detected.setdefault(v, []).extend(face_found(detectors["dlib"], u8[v][i], boxes[i]) for i in range(n))
+    if "yunet" in detectors:
+        with t("detection yunet"):
+            for v in detected:
+                m.yunet.setdefault(v, []).extend(face_found(detectors["yunet"], u8[v][i], boxes[i])
+                                                 for i in range(n))
+    with t("sharpness"):
+        sharp0 = quality.laplacian_variance(u8[ORIGINAL], boxes)
+        for v in names[1:]:
+            with np.errstate(divide="ignore", invalid="ignore"):  # a flat original face has no ratio (NaN)
+                ratio = np.where(sharp0 > 0, quality.laplacian_variance(u8[v], boxes) / sharp0, np.nan)
+            m.sharpness.setdefault(v, []).extend(ratio.tolist())
+    for i in range(n):
         if len(m.examples) < examples:
             m.examples.append([u8[name][i] for name in EXAMPLE_VIEWS + tuple(bl.name for bl in BASELINES)])
             m.example_titles.append(b["path"][i])
     m.labels += b["label"].tolist()
     m.indices += b["index"].tolist()
     m.paths += list(b["path"])
-    return M, p
+    return views["anonymized"], passwords[0]
 
 
 # ---- summarising --------------------------------------------------------------------------------
@@ -311,6 +413,24 @@ def summarise(m: Measured, recognisers: dict, opts: Options) -> tuple[list, dict
         figures.append(figure("detection", "detection_rate", view, None, float(np.mean(hits)), len(hits),
                               f"share of {view} images in which dlib's HOG detector finds a face centred in the "
                               "original face's box"))
+    for view, hits in m.yunet.items():
+        figures.append(figure("detection", "yunet_rate", view, None, float(np.mean(hits)), len(hits),
+                              f"share of {view} images in which YuNet (anonymize.py's detector) finds a face "
+                              "centred in the original face's box"))
+    base_rate = np.mean(m.yunet[ORIGINAL]) if ORIGINAL in m.yunet else float("nan")
+    for view, hits in m.yunet.items():
+        if view != ORIGINAL:
+            figures.append(figure("detection", "yunet_rate_vs_original", view, None,
+                                  np.mean(hits) / base_rate if base_rate > 0 else float("nan"), len(hits),
+                                  f"YuNet's detection rate on {view} images divided by its rate on the originals "
+                                  "(1: found as often as in the originals)"))
+    for view, ratios in m.sharpness.items():
+        r = np.asarray(ratios, np.float64)
+        r = r[np.isfinite(r)]  # images whose original face is flat have no ratio
+        figures.append(figure("sharpness", "laplacian_variance_ratio", view, None,
+                              float(r.mean()) if len(r) else float("nan"), len(r),
+                              f"mean over images of the variance of the Laplacian of the {view} image's luma in the "
+                              "face box, divided by the original's (1: as sharp; a blur lowers it, noise raises it)"))
     if m.fid:
         from .fid import frechet_distance
 
@@ -342,7 +462,19 @@ def summarise(m: Measured, recognisers: dict, opts: Options) -> tuple[list, dict
 # ---- the run ------------------------------------------------------------------------------------
 
 def run(opts: Options, log=print) -> str:
-    """Evaluate; returns the output folder (``opts.out``, or ``opts.out_2``... if it exists)."""
+    """Evaluate; returns the output folder (``opts.out``, or ``opts.out_2``... if it exists). Logs the
+    wall time of every stage at the end (also in metrics.json, protocol.stage_seconds). Runs on
+    ``evaluation_threads(opts)`` CPU threads, then gives torch its thread count back."""
+    threads_before = torch.get_num_threads()
+    threads = evaluation_threads(opts)
+    torch.set_num_threads(threads)
+    try:
+        return _run(opts, log, threads)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(opts: Options, log, threads: int) -> str:
     from .report import write_report
 
     for key, low in (("batch_size", 1), ("attack_candidates", 1), ("recogniser_epochs", 1), ("max_images", 1),
@@ -354,6 +486,9 @@ def run(opts: Options, log=print) -> str:
     why = unwritable(os.path.dirname(os.path.abspath(opts.out)))
     if why:
         raise InferenceError(f"--out {opts.out}: cannot write the evaluation there: {why}")
+    timer = StageTimer()
+    t_start = time.perf_counter()
+
     try:
         device = pick_device(opts.device)
     except RuntimeError as e:
@@ -377,7 +512,7 @@ def run(opts: Options, log=print) -> str:
     if opts.no_dlib:
         skipped.append({"what": "dlib recogniser", "why": "--no-dlib"})
     else:
-        recognisers["dlib"] = DlibRecogniser()
+        recognisers["dlib"] = DlibRecogniser(backend="dlib") if opts.reference else DlibRecogniser(device=device)
     try:
         recognisers["sphereface"] = SphereFaceRecogniser.from_checkpoint(ckpt, cfg, device)
     except (CheckpointError, KeyError) as e:
@@ -395,7 +530,14 @@ def run(opts: Options, log=print) -> str:
         inception = InceptionFeatures(opts.fid_weights, device)
     else:
         skipped.append({"what": "FID", "why": "no Inception weights given (--fid-weights FILE); nothing is downloaded"})
-    detector = DlibDetector(model="hog", upsample=detector_upsample(cfg.img_size), min_face=0)
+    detectors = {"dlib": DlibDetector(model="hog", upsample=detector_upsample(cfg.img_size), min_face=0)}
+    if not opts.reference:
+        try:
+            detectors["yunet"] = yunet_detector(cfg.img_size, threads)
+        except ImportError as e:  # yuface missing (no wheel for this Python)
+            skipped.append({"what": "YuNet detection rates", "why": str(e)})
+    measure = measure_batch_reference if opts.reference else measure_batch
+    timer.add("setup", time.perf_counter() - t_start)
 
     L = model.passwd_length
     m = Measured()
@@ -403,18 +545,25 @@ def run(opts: Options, log=print) -> str:
     attack_M, attack_p = [], []
     t0 = time.time()
     with tqdm(total=len(indices) + attack_n, unit="img", desc="evaluate", disable=not opts.progress) as bar:
-        for b in batches(ds, indices, opts.batch_size, 0, device):
-            M, p = measure_batch(runner, b, L, opts.seed, recognisers, detector, m, opts.examples, inception)
+        loader = batches(ds, indices, opts.batch_size, 0, device)
+        while True:
+            with timer("data"):
+                b = next(loader, None)
+            if b is None:
+                break
+            M, p = measure(runner, b, L, opts.seed, recognisers, detectors, m, opts.examples, inception, timer)
             need = attack_n - sum(len(x) for x in attack_M)
             if need > 0:
                 attack_M.append(M[:need])
                 attack_p.append(p[:need])
             bar.update(len(b["index"]))
-        attack = password_attack(runner, torch.cat(attack_M), torch.cat(attack_p), opts.attack_candidates,
-                                 seed=opts.seed, progress=bar.update) if attack_n else None
+        with timer("attack"):
+            attack = password_attack(runner, torch.cat(attack_M), torch.cat(attack_p), opts.attack_candidates,
+                                     seed=opts.seed, progress=bar.update) if attack_n else None
     measure_seconds = time.time() - t0
 
-    figures, infos, curves = summarise(m, recognisers, opts)
+    with timer("summary and report"):
+        figures, infos, curves = summarise(m, recognisers, opts)
     protocol = {
         "checkpoint": os.path.abspath(opts.checkpoint), "iteration": iteration, "generator_sha256": model.fingerprint,
         "original_format": model.original_format, "dataset": ds.name, "split": "test", "data": ds.image_dir,
@@ -425,7 +574,15 @@ def run(opts: Options, log=print) -> str:
         "threads": torch.get_num_threads(), "seconds": round(measure_seconds, 1),
         "baselines": {bl.name: bl.describe(cfg.img_size) for bl in BASELINES},
         "jpeg_qualities": list(JPEG_QUALITIES), "detector": f"dlib HOG, upsample {detector_upsample(cfg.img_size)}",
+        "yunet": "YuNet (protect/face_detect_yunet.py) at anonymize.py's threshold, min_face 0, pyramid "
+                 f"{detectors['yunet'].scales(cfg.img_size, cfg.img_size)}" if "yunet" in detectors else None,
+        "sharpness_region": "the face box (see metrics/baselines.face_box), 1 px inside the image",
+        "measuring_path": "reference (metrics/reference.py)" if opts.reference else "fast",
     }
-    out = new_folder(opts.out)
-    write_report(out, protocol, figures, infos, curves, attack, skipped, m, opts)
+    with timer("summary and report"):
+        out = new_folder(opts.out)
+        protocol["stage_seconds"] = timer.rounded()  # up to the report (writing it is not counted here)
+        write_report(out, protocol, figures, infos, curves, attack, skipped, m, opts)
+    images = len(m.labels)
+    log(f"time per stage ({images} images, {torch.get_num_threads()} threads):\n{timer.table(images)}")
     return out

@@ -18,6 +18,7 @@ strongest judge of privacy.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -84,31 +85,60 @@ def _dlib_net():
 
 
 class DlibRecogniser(Recogniser):
+    """backend "torch": dlib's network run by PyTorch on batches of chips (metrics/dlib_net.py, the
+    same descriptors to float32 rounding, about 10x faster on a CPU); "dlib": dlib's own
+    ``compute_face_descriptor``."""
+
     name = "dlib"
     metric = "euclidean"
     description = ("dlib's 128-d face descriptor (dlib_face_recognition_resnet_model_v1.dat), 150 px chip "
                    "framed by dlib's 68-point predictor; Euclidean distance")
+    BATCH = 16  # chips per forward pass of the PyTorch network (larger batches were slower on a 2-core CPU)
 
-    def __init__(self, threshold: float = DLIB_THRESHOLD, source: str = "dlib's published threshold"):
+    def __init__(self, threshold: float = DLIB_THRESHOLD, source: str = "dlib's published threshold",
+                 backend: str = "torch", device="cpu"):
+        if backend not in ("torch", "dlib"):
+            raise ValueError(f"dlib recogniser backend must be 'torch' or 'dlib', got {backend!r}")
         self.threshold, self.threshold_source = threshold, source
-        _dlib_net(), predictor68()  # a missing model fails now, not on the first image
+        self.backend, self.device = backend, torch.device(device)
+        predictor68()  # a missing model fails now, not on the first image
+        if backend == "dlib":
+            _dlib_net()
+        else:
+            from . import dlib_net
+            net = dlib_net.load()  # shared by every recogniser on the CPU
+            self.net = net if self.device.type == "cpu" else copy.deepcopy(net).to(self.device)
 
     def chips(self, images: torch.Tensor, landmarks: torch.Tensor) -> list[np.ndarray]:
+        size = tuple(images.shape[-2:])
+        return self.chips_of(to_uint8(images), [face_box(lm, size) for lm in landmarks])
+
+    @staticmethod
+    def chips_of(images: np.ndarray, boxes) -> list[np.ndarray]:
+        """dlib's 150 px chips of uint8 (B, H, W, 3) images, each framed inside its face box."""
         import dlib
         out = []
-        size = tuple(images.shape[-2:])
-        for img, lm in zip(to_uint8(images), landmarks):
-            l, t, r, b = face_box(lm, size)
+        for img, (l, t, r, b) in zip(images, boxes):
+            img = np.ascontiguousarray(img)
             rect = dlib.rectangle(round(l), round(t), round(r) - 1, round(b) - 1)
-            shape = predictor68()(np.ascontiguousarray(img), rect)
-            out.append(dlib.get_face_chip(np.ascontiguousarray(img), shape, size=150, padding=0.25))
+            out.append(dlib.get_face_chip(img, predictor68()(img, rect), size=150, padding=0.25))
         return out
 
-    def embed(self, images, landmarks):
-        chips = self.chips(images, landmarks)
+    def describe(self, chips: list[np.ndarray]) -> np.ndarray:
+        """(N, 128) float64 descriptors of 150 px uint8 chips."""
         if not chips:
             return np.zeros((0, 128))
-        return np.array([np.array(d) for d in _dlib_net().compute_face_descriptor(chips)], np.float64)
+        if self.backend == "dlib":
+            return np.array([np.array(d) for d in _dlib_net().compute_face_descriptor(chips)], np.float64)
+        out = []
+        with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            for i in range(0, len(chips), self.BATCH):
+                x = torch.from_numpy(np.stack(chips[i:i + self.BATCH])).to(self.device)
+                out.append(self.net(x.permute(0, 3, 1, 2).float()).double().cpu().numpy())
+        return np.concatenate(out)
+
+    def embed(self, images, landmarks):
+        return self.describe(self.chips(images, landmarks))
 
 
 # ---- SphereFace (white box) --------------------------------------------------------------------

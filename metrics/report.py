@@ -95,7 +95,7 @@ def tables(figures, infos, protocol) -> list[tuple[str, list[str], list[list[str
 
     views = list(G_VIEWS) + [bl.name for bl in BASELINES]
     fid = any(f["metric"] == "fid" for f in figures)
-    head = ["view", "PSNR dB", "SSIM", "MS-SSIM", "face detected"] + (["FID"] if fid else [])
+    head = ["view", "PSNR dB", "SSIM", "MS-SSIM", "face detected (dlib HOG)"] + (["FID"] if fid else [])
     for r in recs:
         head += [f"matched to original ({r})", f"rank-1 re-id ({r})"]
     rows = [["original", "", "", "", _fmt(_get(figures, "detection", "detection_rate", "original"), 1)]
@@ -119,7 +119,29 @@ def tables(figures, infos, protocol) -> list[tuple[str, list[str], list[list[str
         rows.append([pair] + [_fmt(_get(figures, "diversity", "different_rate", pair, r), 1) for r in recs]
                     + [_fmt(_get(figures, "diversity", "mean_distance", pair, r)) for r in recs])
     out.append(("Diversity: are two transformations of one face two people?", head, rows))
+    faces = faces_table(figures)
+    if faces:
+        out.append(faces)
     return out
+
+
+FACES_TITLE = ("Faces, not blurs: does anonymize.py's detector (YuNet) still find a face, and is it as sharp? "
+               "(targets for M and WR: at least 90% of the originals' detection rate, sharpness at least 0.7)")
+
+
+def faces_table(figures) -> tuple[str, list[str], list[list[str]]] | None:
+    """YuNet's detection rate and the sharpness ratio per view (None when neither was measured)."""
+    yunet = {f["view"]: f["value"] for f in figures if f["metric"] == "yunet_rate"}
+    ratio = {f["view"]: f["value"] for f in figures if f["metric"] == "yunet_rate_vs_original"}
+    sharp = {f["view"]: f["value"] for f in figures if f["metric"] == "laplacian_variance_ratio"}
+    if not yunet and not sharp:
+        return None
+    head = ["view", "face found (YuNet)", "YuNet rate / originals' rate", "sharpness / original's"]
+    rows = [["original", _fmt(yunet.get("original"), 1), "", ""]] if "original" in yunet else []
+    for v in list(G_VIEWS) + [bl.name for bl in BASELINES]:
+        if v in yunet or v in sharp:
+            rows.append([v, _fmt(yunet.get(v), 1), _fmt(ratio.get(v)), _fmt(sharp.get(v))])
+    return FACES_TITLE, head, rows
 
 
 def attack_table(a: dict) -> tuple[str, list[str], list[list[str]]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -67,7 +68,7 @@ def figures_by_key(data):
     return {(f["section"], f["metric"], f["view"], f["recogniser"]): f for f in data["figures"]}
 
 
-def check_every_figure(data, recognisers):
+def check_every_figure(data, recognisers, faces=True):
     figs = figures_by_key(data)
     views = list(G_VIEWS) + [b.name for b in BASELINES]
     expected = []
@@ -75,8 +76,13 @@ def check_every_figure(data, recognisers):
         expected += [("quality", m, v, None) for m in ("psnr", "ssim", "ms_ssim")]
         for r in recognisers:
             expected += [("identity", m, v, r) for m in ("match_rate", "deid_rate", "mean_distance", "rank1_reid")]
-    for v in (ORIGINAL, "anonymized", "recovered", "wrong recovery 1") + tuple(b.name for b in BASELINES):
+    detected = (ORIGINAL, "anonymized", "recovered", "wrong recovery 1") + tuple(b.name for b in BASELINES)
+    for v in detected:
         expected.append(("detection", "detection_rate", v, None))
+    if faces:  # the fast path's figures: YuNet's detection rates and the sharpness ratio
+        expected += [("detection", "yunet_rate", v, None) for v in detected]
+        expected += [("detection", "yunet_rate_vs_original", v, None) for v in detected[1:]]
+        expected += [("sharpness", "laplacian_variance_ratio", v, None) for v in views]
     for r in recognisers:
         expected += [("recogniser", m, ORIGINAL, r) for m in
                      ("true_match_rate", "true_non_match_rate", "balanced_accuracy", "auc", "rank1_leave_one_out")]
@@ -89,10 +95,10 @@ def check_every_figure(data, recognisers):
         f = figs[k]
         assert f["definition"] and f["n"] > 0, k
         assert f["value"] is not None and math.isfinite(f["value"]), k
-        if k[1] not in ("psnr", "mean_distance"):
+        if k[1] not in ("psnr", "mean_distance", "yunet_rate_vs_original", "laplacian_variance_ratio"):
             assert 0 <= f["value"] <= 1 + 1e-9, k
     for k in expected:
-        if k[0] in ("quality", "identity", "detection"):
+        if k[0] in ("quality", "identity", "detection", "sharpness"):
             assert figs[k]["n"] == N_IMAGES, k  # the partial last batch (4 = 3 + 1) counts
     assert set(data["recognisers"]) == set(recognisers)
     for r in recognisers:
@@ -114,8 +120,11 @@ def test_json_has_every_figure_with_definition_and_sample_size(evaluated):
     assert "64" in d["password_advice"]
     assert {s["what"] for s in d["skipped"]} >= {"FID", "dlib recogniser"}
     report = open(os.path.join(evaluated.out, "report.md"), encoding="utf-8").read()
-    for title in ("Recognisers on test originals", "Privacy, recovery and realism", "Diversity", "Password guessing"):
+    for title in ("Recognisers on test originals", "Privacy, recovery and realism", "Diversity", "Password guessing",
+                  "Faces, not blurs"):
         assert title in report
+    assert "time per stage" not in report
+    assert set(p["stage_seconds"]) >= {"generator", "quality", "detection dlib", "detection yunet", "sharpness"}
     assert "solid mask" in report and "sigma = side/32 (2 px)" in report
 
 
@@ -256,3 +265,104 @@ def test_progress_adds_up_the_training_time_of_resumed_segments(tmp_path):
     rows = [(50, 60.0), (100, 120.0), (150, 30.0), (200, 90.0)]  # resumed after iteration 100
     log.write_text("".join(json.dumps({"epoch": 0, "iter": i, "time": t, "losses": {}}) + "\n" for i, t in rows))
     assert training_minutes(str(log)) == {50: 1.0, 100: 2.0, 150: 2.5, 200: 3.5}
+
+
+# ---- the fast path gives the figures of the code before it -----------------------------------------
+
+def test_fast_path_gives_the_reference_figures(tiny, tmp_path):
+    """metrics/reference.py is the measuring step before it was made fast (dlib's own network, one view
+    at a time, ...): on the same images and seed, every figure it writes comes out the same."""
+    outs = {}
+    for ref in (True, False):
+        out = run(options(tiny, tmp_path / ("ref" if ref else "fast"), no_dlib=False, attack_images=0, reference=ref),
+                  log=lambda *_: None)
+        with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:
+            outs[ref] = json.load(f)
+    ref, fast = figures_by_key(outs[True]), figures_by_key(outs[False])
+    check_every_figure(outs[True], ["dlib", "dlib (calibrated)", "sphereface", "small"], faces=False)
+    check_every_figure(outs[False], ["dlib", "dlib (calibrated)", "sphereface", "small"])
+    assert outs[True]["protocol"]["measuring_path"].startswith("reference")
+    assert set(ref) <= set(fast) and len(ref) > 300
+    for k, f in ref.items():
+        # dlib's descriptors from PyTorch equal dlib's to float32 rounding; figures are rounded to 1e-6
+        assert fast[k]["value"] == pytest.approx(f["value"], abs=2e-6), k
+        assert fast[k]["n"] == f["n"], k
+    for name, info in outs[True]["recognisers"].items():
+        assert outs[False]["recognisers"][name]["threshold"] == pytest.approx(info["threshold"], abs=2e-6), name
+    assert {k for k in set(fast) - set(ref)} == {k for k in fast if k[0] == "sharpness" or k[1].startswith("yunet")}
+
+
+def test_yunet_finds_no_face_where_there_is_none_and_finds_the_originals(tiny):
+    from metrics.baselines import face_box
+    from metrics.evaluation import face_found, yunet_detector
+    from utils.images import to_uint8
+
+    test = datasets.build_dataset(tiny.cfg, "test")
+    det = yunet_detector(64)
+    assert det.scales(64, 64) == [2.0, 1.0]
+    items = [test[i] for i in range(6)]
+    u8 = to_uint8(torch.stack([it["image"] for it in items]))
+    boxes = [face_box(it["landmarks"], (64, 64)) for it in items]
+    assert sum(face_found(det, u8[i], boxes[i]) for i in range(6)) >= 5  # synthetic faces are faces to YuNet
+    grey = np.full((64, 64, 3), 128, np.uint8)
+    noise = np.random.default_rng(0).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
+    assert not face_found(det, grey, boxes[0])
+    assert not any(face_found(det, noise[i], boxes[i]) for i in range(6))
+    # a face elsewhere in the image does not count
+    assert not face_found(det, u8[0], (0, 0, 5, 5))
+
+
+def test_faces_figures_are_rates_against_the_originals():
+    from metrics.evaluation import Measured, summarise
+    from metrics.report import faces_table
+
+    m = Measured(labels=[0, 0, 1, 1])
+    m.yunet = {ORIGINAL: [True, True, True, False], "anonymized": [True, False, True, False],
+               "blur sigma=side/16": [False] * 4}
+    m.sharpness = {"anonymized": [1.0, 0.5, 0.75, 0.75], "blur sigma=side/16": [0.1, 0.2, 0.1, float("nan")]}
+    figures, _, _ = summarise(m, {}, None)
+    figs = {(f["metric"], f["view"]): f["value"] for f in figures}
+    assert figs[("yunet_rate", ORIGINAL)] == 0.75 and figs[("yunet_rate", "anonymized")] == 0.5
+    assert figs[("yunet_rate_vs_original", "anonymized")] == pytest.approx(2 / 3, abs=1e-6)
+    assert figs[("yunet_rate_vs_original", "blur sigma=side/16")] == 0
+    assert figs[("laplacian_variance_ratio", "anonymized")] == 0.75
+    blur = [f for f in figures if f["metric"] == "laplacian_variance_ratio" and f["view"] == "blur sigma=side/16"]
+    assert blur[0]["value"] == pytest.approx(0.4 / 3, abs=1e-6) and blur[0]["n"] == 3  # a flat original: no ratio
+    _, head, rows = faces_table(figures)
+    assert head[1:] == ["face found (YuNet)", "YuNet rate / originals' rate", "sharpness / original's"]
+    assert rows[0] == ["original", "75.0%", "", ""] and rows[1] == ["anonymized", "50.0%", "0.667", "0.750"]
+    # no face in any original: no ratio (not a division by zero)
+    m.yunet[ORIGINAL] = [False] * 4
+    figs = {(f["metric"], f["view"]): f["value"] for f in summarise(m, {}, None)[0]}
+    assert figs[("yunet_rate_vs_original", "anonymized")] is None
+
+
+@pytest.mark.slow
+def test_speed_benchmark_times_both_paths_and_finds_the_same_figures(tiny):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "evaluate.py"), "--checkpoint", tiny.ckpt,
+                           "--max-images", str(N_IMAGES), "--batch-size", "3"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "extensions:" in out and "OMP_NUM_THREADS=1" in out and "on 1 thread(s)" in out and "load average" in out
+    row = re.search(r"^dlib recogniser \(chips \+ descriptor\)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x$", out, re.M)
+    assert row and float(row[1]) > 0 and float(row[2]) > 0, out
+    assert re.search(r"^whole evaluation \(wall\)\s+[\d.]+\s+[\d.]+\s+[\d.]+x$", out, re.M), out
+    assert re.search(r"figures: \d+ of the reference, 0 missing from the fast path, 0 differ", out), out
+
+
+def test_threads_are_the_idle_cores_unless_chosen(monkeypatch, tiny, tmp_path):
+    from metrics import evaluation as ev
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(ev.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(ev.torch, "get_num_threads", lambda: 2)
+    for load, threads in ((0.2, 2), (0.9, 1), (4.0, 1)):
+        monkeypatch.setattr(ev.os, "getloadavg", lambda load=load: (load, load, load))
+        assert ev.evaluation_threads(options(tiny, tmp_path)) == threads, load
+    assert ev.evaluation_threads(options(tiny, tmp_path, threads=3)) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert ev.evaluation_threads(options(tiny, tmp_path)) == 2  # the user's choice stands
+    with pytest.raises(ev.InferenceError, match="threads"):
+        ev.evaluation_threads(options(tiny, tmp_path, threads=0))

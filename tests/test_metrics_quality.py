@@ -54,6 +54,39 @@ def test_ms_ssim_scales_follow_the_image_size():
         quality.ssim(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
 
 
+def test_ssim_and_ms_ssim_together_are_the_figures_of_each_alone():
+    x = smooth_image(4).repeat(5, 1, 1, 1)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
+    y = (x + noise * torch.linspace(0.01, 0.5, 5).view(5, 1, 1, 1)).clamp(-1, 1)
+    s, ms = quality.ssim_and_ms_ssim(y, x)
+    assert torch.equal(s, quality.ssim(y, x)) and torch.equal(ms, quality.ms_ssim(y, x))
+    s128, ms128 = quality.ssim_and_ms_ssim(y[:2].repeat(1, 1, 2, 2), x[:2].repeat(1, 1, 2, 2))
+    assert torch.equal(ms128, quality.ms_ssim(y[:2].repeat(1, 1, 2, 2), x[:2].repeat(1, 1, 2, 2)))
+    assert torch.equal(s128, quality.ssim(y[:2].repeat(1, 1, 2, 2), x[:2].repeat(1, 1, 2, 2)))
+
+
+def test_sharpness_is_one_for_a_copy_and_falls_with_blur():
+    x, lm = face_batch(3)
+    box = bl.face_box(lm[0], (64, 64))
+    boxes = [box] * 3
+    u8 = to_uint8(x)
+    sharp = quality.laplacian_variance(u8, boxes)
+    assert (sharp > 0).all()
+    assert np.array_equal(quality.laplacian_variance(u8.copy(), boxes), sharp)  # a copy: ratio 1
+    blurred = quality.laplacian_variance(to_uint8(bl.gaussian_blur(x, 2.0)), boxes)
+    assert (blurred / sharp < 0.3).all()
+    grey = quality.laplacian_variance(to_uint8(bl.BASELINES[4](x, lm)), boxes)
+    assert (grey == 0).all()  # the mask covers the whole face box: flat
+    noisy = (x + 0.3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    assert (quality.laplacian_variance(to_uint8(noisy), boxes) > 2 * sharp).all()  # noise is no detail lost
+    # only the box counts: a change outside it changes nothing
+    outside = u8.copy()
+    outside[:, :2] = 0
+    assert np.array_equal(quality.laplacian_variance(outside, boxes), sharp)
+    with pytest.raises(ValueError, match="no pixel"):
+        quality.laplacian_variance(u8[:1], [(70, 70, 80, 80)])
+
+
 def test_jpeg_round_trip_loses_more_at_lower_quality():
     x = from_uint8(np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8))
     x = torch.nn.functional.avg_pool2d(x, 3, 1, 1)

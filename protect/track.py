@@ -123,6 +123,14 @@ class Tracker:
                 _add(t, frame, f)
                 live.append(t)
 
+    def detections(self) -> dict[int, list[tuple[int, tuple]]]:
+        """Frame index -> (key, box) of every detection added so far."""
+        out: dict[int, list] = {}
+        for t in self._done + self._live:
+            for frame, box in zip(t.frames, t.boxes):
+                out.setdefault(frame, []).append((t.key, box))
+        return out
+
     def paths(self, n_frames: int) -> list[TrackPath]:
         tracks = sorted(self._done + self._live, key=lambda t: t.key)
         return [_path(t, n_frames, self.hold, self.smooth) for t in tracks]

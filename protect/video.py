@@ -35,6 +35,10 @@ from protect.video_io import VIDEO_EXTENSIONS, VideoError, VideoReader, VideoWri
 from utils.fileio import atomic_open, atomic_write_text
 
 STAGES = ("decode", "detect", "track", "transform", "generate", "blend", "encode")
+# Pass 1: whole-frame searches run on SEARCH_WORKERS threads, the decoder up to SEARCH_AHEAD searches
+# ahead of the tracking (a search costs about three times the refining of the frames between two).
+SEARCH_WORKERS = 2
+SEARCH_AHEAD = 3
 
 
 @dataclass
@@ -88,14 +92,6 @@ def _progress(label, total):
     return tqdm(total=total, desc=label, unit="frame", dynamic_ncols=True)
 
 
-def _timed_call(timings: dict, key: str, fn, *args):
-    t = time.perf_counter()
-    try:
-        return fn(*args)
-    finally:
-        timings[key] += time.perf_counter() - t  # one writer per key at a time: see find_tracks
-
-
 def _decoded(reader: VideoReader, wanted, busy: list):
     """The reader's frames (pixels only where ``wanted``), the decoding time added to ``busy[0]``."""
     frames = reader.frames(wanted)
@@ -131,53 +127,55 @@ class _Finder:
             tracker.add(index, big)
 
 
-def find_tracks(protector: FaceProtector, src: str, opt: VideoOptions,
-                timings: dict) -> tuple[list[TrackPath], int, int, bool]:
-    """Pass 1: (tracks, frames decoded, faces too small, truncated)."""
+def follow_faces(detector, frames, fps: Fraction, opt: VideoOptions, timings: dict,
+                 total: int | None = None) -> tuple[Tracker, int, int]:
+    """Pass 1 on ``frames`` (Frames in order; only the detection frames need their pixels):
+    detection and tracking (VideoOptions), returning (the tracker, frames seen, faces too small)."""
     if opt.detect_every < 1:
         raise ValueError("detect_every must be at least 1")
-    det = protector.detector
+    det = detector
     every = opt.detect_every
     crops = bool(getattr(det, "can_refine", False))
     search_every = max(every, -(-max(opt.search_every, 1) // every) * every) if crops else every
-    with VideoReader(src) as reader, contextlib.ExitStack() as stack:
-        info = reader.info
-        hold = max(_frames_of(opt.hold_s, info.fps), every - 1)
-        max_gap = max(_frames_of(opt.max_gap_s, info.fps), every)
-        smooth = max(1, _frames_of(opt.smooth_s, info.fps)) | 1
-        tracker = Tracker(max_gap=max_gap, hold=hold, smooth=smooth)
-        finder = _Finder(det, tracker, timings)
-        bar = _progress("find faces" if opt.progress else False, info.frame_count)
+    hold = max(_frames_of(opt.hold_s, fps), every - 1)
+    max_gap = max(_frames_of(opt.max_gap_s, fps), every)
+    smooth = max(1, _frames_of(opt.smooth_s, fps)) | 1
+    tracker = Tracker(max_gap=max_gap, hold=hold, smooth=smooth)
+    finder = _Finder(det, tracker, timings)
+    seen, too_small = 0, 0
+    with contextlib.ExitStack() as stack:
+        bar = _progress("find faces" if opt.progress else False, total)
         if bar is not None:
             stack.callback(bar.close)
-        # Searches run on a worker of their own, started as soon as the decoder has the frame: the
-        # search timer has that one writer, "detect" the main thread only.
-        pool = stack.enter_context(worker_pool(1)) if opt.threads and crops else None
-        search_times = {"detect": 0.0}
+        # Searches run on workers of their own, started as soon as the decoder has the frame (the
+        # decoder runs up to SEARCH_AHEAD searches ahead); the main thread refines and tracks.
+        pool = stack.enter_context(worker_pool(SEARCH_WORKERS)) if opt.threads and crops else None
+        search_times = [0.0] * (search_every * SEARCH_AHEAD + 1)
 
-        def search(image):
-            return _timed_call(search_times, "detect", det.search, image)
+        def search(image, index=0):
+            t = time.perf_counter()
+            try:
+                return det.search(image)
+            finally:  # one slot per frame: no two workers write the same one
+                search_times[index % len(search_times)] += time.perf_counter() - t
 
         def items():
-            busy = [0.0]
-            try:
-                for fr in _decoded(reader, lambda i: i % every == 0, busy):
-                    job = None
-                    if crops and fr.image is not None and fr.index % search_every == 0:
-                        job = pool.submit(search, fr.image) if pool is not None else None
-                    yield fr, job
-            finally:
-                timings["decode"] += busy[0]
+            for fr in frames:
+                job = None
+                if pool is not None and fr.image is not None and fr.index % search_every == 0:
+                    job = pool.submit(search, fr.image, fr.index)
+                yield fr, job
 
         source = items()
         if opt.threads:
-            source = stack.enter_context(contextlib.closing(prefetch(source, depth=2 * search_every)))
-        pending, too_small = [], 0
+            source = stack.enter_context(contextlib.closing(prefetch(source, depth=SEARCH_AHEAD * search_every)))
+        pending = []
         with one_thread() if opt.threads else contextlib.nullcontext():
             for fr, job in source:
+                seen += 1
                 if bar is not None:
                     bar.update(1)
-                if fr.image is None:
+                if fr.image is None or fr.index % every:
                     continue
                 if not crops:
                     t = time.perf_counter()
@@ -192,12 +190,27 @@ def find_tracks(protector: FaceProtector, src: str, opt: VideoOptions,
                     pending = []
             if pending:  # the frames after the last search: search the last of them
                 finder.interval(pending, search(pending[-1][1]))
+    timings["detect"] += sum(search_times)
+    return tracker, seen, too_small + finder.too_small
+
+
+def find_tracks(protector: FaceProtector, src: str, opt: VideoOptions,
+                timings: dict) -> tuple[list[TrackPath], int, int, bool]:
+    """Pass 1: (tracks, frames decoded, faces too small, truncated)."""
+    if opt.detect_every < 1:
+        raise ValueError("detect_every must be at least 1")
+    every = opt.detect_every
+    with VideoReader(src) as reader:
+        busy = [0.0]
+        frames = _decoded(reader, lambda i: i % every == 0, busy)
+        tracker, _, too_small = follow_faces(protector.detector, frames, reader.info.fps, opt, timings,
+                                             reader.info.frame_count)
+        timings["decode"] += busy[0]
         n_frames, truncated = reader.frames_decoded, reader.truncated
-    timings["detect"] += search_times["detect"]
     t = time.perf_counter()
     tracks = tracker.paths(n_frames)
     timings["track"] += time.perf_counter() - t
-    return tracks, n_frames, too_small + finder.too_small, truncated
+    return tracks, n_frames, too_small, truncated
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import av
 import numpy as np
 import torch
 
+from protect.face_detect import suppress_overlaps
 from protect.frame import cut_crops, draw_face_boxes, paste_faces
 from protect.pipeline import Ordered, one_thread, prefetch, worker_pool
 from protect.protector import ApproximateRecoveryWarning, FacePasswords, FaceProtector, as_face_passwords
@@ -112,16 +113,37 @@ class _Finder:
         self.detector, self.tracker, self.timings = detector, tracker, timings
         self.too_small = 0
 
+    def _refine(self, image, boxes) -> list:
+        if not boxes:
+            return []
+        t = time.perf_counter()
+        faces = self.detector.refine(image, boxes)
+        self.timings["detect"] += time.perf_counter() - t
+        return faces
+
     def interval(self, pending: list, proposals: list) -> None:
-        """The detection frames since the last search, the last of them searched (``proposals``)."""
+        """The detection frames since the last search, the last of them searched (``proposals``).
+
+        A proposal that no track expects is a face the search found first: it is followed
+        backwards from the searched frame through the frames of the interval, each step on a crop
+        around where it was found one detection frame later (so a face that walks in is found
+        where it was, not where the search saw it). Then every frame, in order: the tracks' faces
+        on crops around where each track expects it, with the faces followed backwards."""
         det, tracker = self.detector, self.tracker
+        last_index = pending[-1][0]
+        expected = [box for _, box in tracker.expected(last_index)]
+        new = [p.box for p in proposals
+               if not any(match_score(e, np.asarray(p.box, np.float64)) is not None for e in expected)]
+        earlier: dict[int, list] = {}
+        for index, image in reversed(pending):
+            if not new:
+                break
+            found = self._refine(image, new)
+            earlier[index] = found
+            new = [f.box for f in found]
         for index, image in pending:
-            expected = [box for _, box in tracker.expected(index)]
-            new = [p.box for p in proposals
-                   if not any(match_score(e, np.asarray(p.box, np.float64)) is not None for e in expected)]
-            t = time.perf_counter()
-            faces = det.refine(image, expected + new)
-            self.timings["detect"] += time.perf_counter() - t
+            faces = self._refine(image, [box for _, box in tracker.expected(index)]) + earlier.get(index, [])
+            faces = suppress_overlaps(faces, det.nms_iou)
             big = [f for f in faces if f.size >= det.min_face]
             self.too_small += len(faces) - len(big)
             tracker.add(index, big)

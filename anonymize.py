@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     vid = ap.add_argument_group("video")
     vid.add_argument("--detect-every", type=int, default=2,
                      help="detect faces on every N-th frame; tracks fill the rest (default 2)")
+    vid.add_argument("--search-every", type=int, default=8,
+                     help="yunet: look for new faces over the whole frame on every N-th frame (default 8); on the "
+                          "detection frames in between, tracked faces are found again on crops around them")
     vid.add_argument("--max-gap", type=float, default=1.0, help="longest detection gap bridged in a track (seconds)")
     run = ap.add_argument_group("running")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -94,11 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     opts = RunOptions(recover=args.recover, overwrite=args.overwrite, lossless=args.lossless,
                       max_pixels=int(args.max_megapixels * 1e6), record=args.record, progress=not args.quiet,
                       preview=args.preview,
-                      video=VideoOptions(detect_every=args.detect_every, max_gap_s=args.max_gap,
-                                         progress=not args.quiet))
+                      video=VideoOptions(detect_every=args.detect_every, search_every=args.search_every,
+                                         max_gap_s=args.max_gap, progress=not args.quiet))
     try:
-        if args.detect_every < 1 or args.max_gap < 0 or args.batch_size < 1:
-            raise RunError("--detect-every and --batch-size must be at least 1, --max-gap at least 0")
+        if args.detect_every < 1 or args.search_every < 1 or args.max_gap < 0 or args.batch_size < 1:
+            raise RunError("--detect-every, --search-every and --batch-size must be at least 1, --max-gap at least 0")
         plan_outputs(args.input, args.output, opts)  # refuse bad paths before asking for a password
         model = InferenceModel(args.checkpoint, device)
         detector = make_detector(args.detector, upsample=args.upsample, min_face=args.min_face,

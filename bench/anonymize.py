@@ -407,7 +407,7 @@ def bench_recall(args) -> None:
             tracker, _, _ = follow_faces(det, iter(frames), Fraction(30), opt, dict.fromkeys(STAGES, 0.0))
             dets = tracker.detections()
             paths = tracker.paths(len(images))
-            c_found = c_covered = 0
+            c_found = c_covered = c_fp = 0
             for i, bs in enumerate(boxes):
                 want = [b for b in bs if big(b)]
                 transforms = [face_transform(p.at(i), target) for p in paths if p.at(i) is not None]
@@ -417,15 +417,15 @@ def bench_recall(args) -> None:
                     found_here = [box for _, box in dets.get(i, [])]
                     c_found += match(want, found_here)[0]
                     labelled += len(want)
-                    fp += match(bs, found_here)[1]
-            found, covered = found + c_found, covered + c_covered
-            per_clip[name][clip] = (c_found, c_covered)
+                    c_fp += match(bs, found_here)[1]
+            found, covered, fp = found + c_found, covered + c_covered, fp + c_fp
+            per_clip[name][clip] = (c_found, c_covered, c_fp)
         ms = 1000 * (time.perf_counter() - start) / sum(len(c[1]) for c in clips)
         print(f"  {name}: found {found}/{labelled} face-frames on detection frames, covered {covered}/{shown} on "
               f"every frame; {fp} detections matching no face; {ms:.0f} ms per frame (load {load()})")
     before, after = per_clip.values()
     diff = [f"{clip} {before[clip]} -> {after[clip]}" for clip in before if before[clip] != after[clip]]
-    print("  (found, covered) where they differ: " + ("; ".join(diff) if diff else "nowhere"))
+    print("  (found, covered, matching no face) where they differ: " + ("; ".join(diff) if diff else "nowhere"))
     print("  (a face counts from its label's size; the detector's own box decides whether it is anonymized, so "
           "faces labelled just above --min-face that the detector draws smaller are left, before as after)")
 

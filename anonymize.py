@@ -32,6 +32,7 @@ def parse_landmarks(text: str):
 # The numeric options and their ranges (utils/config.py's check_number): checked before anything else.
 NUMBERS = (("upsample", dict(low=0, high=4, integer=True)), ("min_face", dict(low=0)),
            ("detect_max_side", dict(low=32, integer=True)), ("detect_every", dict(low=1, integer=True)),
+           ("search_every", dict(low=1, integer=True)),
            ("max_gap", dict(low=0)), ("batch_size", dict(low=1, integer=True)),
            ("max_megapixels", dict(low=0, low_open=True)))
 
@@ -80,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     vid = ap.add_argument_group("video")
     vid.add_argument("--detect-every", type=int, default=2,
                      help="detect faces on every N-th frame; tracks fill the rest (default 2)")
+    vid.add_argument("--search-every", type=int, default=8,
+                     help="yunet: look for new faces over the whole frame on every N-th frame (default 8); on the "
+                          "detection frames in between, tracked faces are found again on crops around them")
     vid.add_argument("--max-gap", type=float, default=1.0, help="longest detection gap bridged in a track (seconds)")
     run = ap.add_argument_group("running")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -114,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = RunOptions(recover=args.recover, overwrite=args.overwrite, lossless=args.lossless,
                       max_pixels=max(1, int(args.max_megapixels * 1e6)), record=args.record, progress=not args.quiet,
                       preview=args.preview,
-                      video=VideoOptions(detect_every=args.detect_every, max_gap_s=args.max_gap,
-                                         progress=not args.quiet))
+                      video=VideoOptions(detect_every=args.detect_every, search_every=args.search_every,
+                                         max_gap_s=args.max_gap, progress=not args.quiet))
     try:
         plan_outputs(args.input, args.output, opts)  # refuse bad paths before asking for a password
         model = InferenceModel(args.checkpoint, device)

@@ -137,6 +137,10 @@ class FaceDetector(ABC):
     """Base of face detectors. Subclasses implement ``_detect_raw`` (all faces, any size)."""
 
     name: str = "detector"
+    # True for detectors with ``search(image)`` (proposals over the whole frame) and ``refine(image,
+    # boxes)`` (faces found again on crops around boxes): videos then search the whole frame on
+    # fewer frames and follow the tracks on crops in between (protect/video.py).
+    can_refine: bool = False
 
     def __init__(self, min_face: float = 32.0):
         from utils.config import check_number

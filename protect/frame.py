@@ -205,14 +205,16 @@ def face_region(shape: tuple[int, int], m: np.ndarray, mask: BlendMask) -> tuple
     return slice(y0, y1), slice(x0, x1), weights
 
 
-def paste_faces(native: np.ndarray, crops: np.ndarray, transforms, mask: BlendMask) -> np.ndarray:
-    """Blend generated crops ((N, S, S, 3) float in [0, 255], RGB) back into a copy of ``native``.
+def paste_faces(native: np.ndarray, crops: np.ndarray, transforms, mask: BlendMask, *,
+                inplace: bool = False) -> np.ndarray:
+    """Blend generated crops ((N, S, S, 3) float in [0, 255], RGB) back into a copy of ``native``
+    (into ``native`` itself with ``inplace``: a video frame that is written once, not copied).
 
     ``native`` is the photo as stored: (H, W) or (H, W, C) with C = 1 gray, 2 gray + alpha, 3 RGB or
     4 RGBA; uint8 or uint16. Colour is converted to gray (ITU-R 601 weights) for gray photos, values
     are scaled to the photo's bit depth, alpha is never changed, and only pixels with a positive
     blend weight are written (in face order, so a later face overlaps an earlier one)."""
-    out = native.copy()
+    out = native if inplace else native.copy()
     view = out if out.ndim == 3 else out[:, :, None]
     colour = 3 if view.shape[2] >= 3 else 1
     scale = 257.0 if out.dtype == np.uint16 else 1.0

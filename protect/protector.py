@@ -177,10 +177,15 @@ class FaceProtector:
     model: an InferenceModel or a checkpoint path. detector: any FaceDetector (default dlib HOG).
     mean_landmarks: (5, 2) normalised framing overriding the checkpoint's (or the CASIA default).
     amp: bf16 autocast for G (faster on CPUs with AMX and on GPUs; output differs by about one level).
-    batch_size: faces per generator call (results never depend on it: in eval mode G normalises with
-        its tracked inference statistics, or each image beside its complement-password twin;
-        models/networks.py). On the CPU the model's G is switched to channels_last (faster oneDNN
-        convolutions, same results).
+    batch_size: faces per generator call. In eval mode G normalises with its tracked inference
+        statistics, or each image beside its complement-password twin (models/networks.py), so a
+        face's result does not depend on the other faces of its call; every call holds exactly
+        ``batch_size`` images (a short last call is filled with copies of its last face), because
+        oneDNN picks its convolution kernels by batch size: in float32 a face came out up to 2e-5
+        different alone, in a call of 3 and in a call of 5 (bf16: the same). So a face's result is
+        the same bit for bit whatever else is in its batch, in a photo or in any frame of a video.
+        On the CPU the model's G is switched to channels_last (faster oneDNN convolutions, same
+        results).
     blend: "crop" (the whole crop, feathered outside it: recovery re-cuts what G made) or "face" (a
         feathered ellipse over the face only: fewer pixels change); protect/frame.py.
     """
@@ -281,10 +286,14 @@ class FaceProtector:
         if crops.shape[0] == 0:
             return np.zeros((0, self.size, self.size, 3), np.float32)
         bits = torch.cat([(p.inverse() if inverse else p).bits() for p in passwords])
-        outs = []
-        for i in range(0, crops.shape[0], self.batch_size):
-            x = crops[i:i + self.batch_size].contiguous(memory_format=torch.channels_last)
-            y = self.model(x, bits[i:i + self.batch_size], amp=self.amp)
+        outs, size = [], self.batch_size
+        for i in range(0, crops.shape[0], size):
+            x, b = crops[i:i + size], bits[i:i + size]
+            n = x.shape[0]
+            if n < size:  # always ``size`` images per call: the last face repeated (see the class docstring)
+                x = torch.cat([x, x[-1:].expand(size - n, -1, -1, -1)])
+                b = torch.cat([b, b[-1:].expand(size - n, -1)])
+            y = self.model(x.contiguous(memory_format=torch.channels_last), b, amp=self.amp)[:n]
             outs.append(y.clamp(-1, 1).add(1).mul(127.5).permute(0, 2, 3, 1).cpu())
         return torch.cat(outs).contiguous().numpy()
 

@@ -65,7 +65,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _match_score(track_box: np.ndarray, box: np.ndarray) -> float | None:
+def match_score(track_box: np.ndarray, box: np.ndarray) -> float | None:
     iou = _iou(track_box, box)
     size = 0.5 * ((track_box[2] - track_box[0]) + (box[2] - box[0]))
     dist = np.hypot(*(((track_box[:2] + track_box[2:]) - (box[:2] + box[2:])) / 2))
@@ -74,23 +74,39 @@ def _match_score(track_box: np.ndarray, box: np.ndarray) -> float | None:
     return None
 
 
-def build_tracks(detections: dict[int, list[DetectedFace]], n_frames: int, *, max_gap: int, hold: int,
-                 smooth: int = 1) -> list[TrackPath]:
-    """Tracks from per-frame detections (frame index -> faces; frames without an entry were not
-    searched). See the module docstring."""
-    live: list[_Track] = []
-    done: list[_Track] = []
-    next_key = 0
-    for frame in sorted(detections):
-        for t in [t for t in live if frame - t.frames[-1] > max_gap]:
-            live.remove(t)
-            done.append(t)
-        faces = detections[frame]
+class Tracker:
+    """``build_tracks`` one detection frame at a time, so that a detector can look for the live
+    tracks' faces where they are expected (``expected``) before the frame is added. Frames must be
+    added in increasing order; ``paths`` gives the same tracks as ``build_tracks`` on the same
+    detections."""
+
+    def __init__(self, *, max_gap: int, hold: int, smooth: int = 1):
+        self.max_gap, self.hold, self.smooth = max_gap, hold, smooth
+        self._live: list[_Track] = []
+        self._done: list[_Track] = []
+        self._next_key = 0
+        self._last_frame: int | None = None
+
+    def _retire(self, frame: int) -> None:
+        for t in [t for t in self._live if frame - t.frames[-1] > self.max_gap]:
+            self._live.remove(t)
+            self._done.append(t)
+
+    def expected(self, frame: int) -> list[tuple[int, np.ndarray]]:
+        """(key, predicted box) of every track that a detection at ``frame`` could still join."""
+        return [(t.key, t.predicted_box(frame)) for t in self._live if frame - t.frames[-1] <= self.max_gap]
+
+    def add(self, frame: int, faces: list[DetectedFace]) -> None:
+        if self._last_frame is not None and frame <= self._last_frame:
+            raise ValueError(f"frames must be added in increasing order ({frame} after {self._last_frame})")
+        self._last_frame = frame
+        self._retire(frame)
+        live = self._live
         pairs = []
         for ti, t in enumerate(live):
             pred = t.predicted_box(frame)
             for fi, f in enumerate(faces):
-                s = _match_score(pred, np.asarray(f.box, np.float64))
+                s = match_score(pred, np.asarray(f.box, np.float64))
                 if s is not None:
                     pairs.append((s, ti, fi))
         used_t, used_f = set(), set()
@@ -102,12 +118,32 @@ def build_tracks(detections: dict[int, list[DetectedFace]], n_frames: int, *, ma
             _add(live[ti], frame, faces[fi])
         for fi, f in enumerate(faces):
             if fi not in used_f:
-                t = _Track(next_key)
-                next_key += 1
+                t = _Track(self._next_key)
+                self._next_key += 1
                 _add(t, frame, f)
                 live.append(t)
-    tracks = sorted(done + live, key=lambda t: t.key)
-    return [_path(t, n_frames, hold, smooth) for t in tracks]
+
+    def detections(self) -> dict[int, list[tuple[int, tuple]]]:
+        """Frame index -> (key, box) of every detection added so far."""
+        out: dict[int, list] = {}
+        for t in self._done + self._live:
+            for frame, box in zip(t.frames, t.boxes):
+                out.setdefault(frame, []).append((t.key, box))
+        return out
+
+    def paths(self, n_frames: int) -> list[TrackPath]:
+        tracks = sorted(self._done + self._live, key=lambda t: t.key)
+        return [_path(t, n_frames, self.hold, self.smooth) for t in tracks]
+
+
+def build_tracks(detections: dict[int, list[DetectedFace]], n_frames: int, *, max_gap: int, hold: int,
+                 smooth: int = 1) -> list[TrackPath]:
+    """Tracks from per-frame detections (frame index -> faces; frames without an entry were not
+    searched). See the module docstring."""
+    tracker = Tracker(max_gap=max_gap, hold=hold, smooth=smooth)
+    for frame in sorted(detections):
+        tracker.add(frame, detections[frame])
+    return tracker.paths(n_frames)
 
 
 def _add(t: _Track, frame: int, f: DetectedFace) -> None:

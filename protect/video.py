@@ -26,31 +26,47 @@ import av
 import numpy as np
 import torch
 
+from protect.face_detect import suppress_overlaps
 from protect.frame import cut_crops, draw_face_boxes, paste_faces
+from protect.pipeline import Ordered, one_thread, prefetch, worker_pool
 from protect.protector import ApproximateRecoveryWarning, FacePasswords, FaceProtector, as_face_passwords
 from protect.record import Record, file_sha256, sidecar_path
-from protect.track import TrackPath, build_tracks
+from protect.track import Tracker, TrackPath, match_score
 from protect.video_io import VIDEO_EXTENSIONS, VideoError, VideoReader, VideoWriter
 from utils.fileio import atomic_open, atomic_write_text
 
 STAGES = ("decode", "detect", "track", "transform", "generate", "blend", "encode")
+# Pass 1: whole-frame searches run on SEARCH_WORKERS threads, the decoder up to SEARCH_AHEAD searches
+# ahead of the tracking (a search costs about three times the refining of the frames between two).
+SEARCH_WORKERS = 2
+SEARCH_AHEAD = 3
 
 
 @dataclass
 class VideoOptions:
     """detect_every: run the detector on every N-th frame (tracks interpolate the rest; 2 halves the
     detector's share of the time).
+    search_every: with a detector that finds a face again on a crop (YuNet: ``can_refine``), look
+    for faces over the whole frame only on every N-th frame (rounded up to a multiple of
+    detect_every); on the detection frames in between, each live track's face is found again on a
+    crop around where the track expects it, and a face that a search finds is looked for the same
+    way in the detection frames since the previous search. Other detectors search every detection
+    frame.
     max_gap_s: longest detection gap (seconds) bridged inside one track. hold_s: how long a track's
     first/last position is held before/after it. smooth_s: landmark smoothing window (seconds).
-    batch_frames: frames whose faces go through G together. crf: encoder quality (0: lossless x264)."""
+    batch_frames: frames whose faces go through G together. crf: encoder quality (0: lossless x264).
+    threads: decode, detect or generate, and encode on separate threads (protect/pipeline.py); the
+    output is the same either way."""
 
     detect_every: int = 2
+    search_every: int = 8
     max_gap_s: float = 1.0
     hold_s: float = 0.25
     smooth_s: float = 0.1
     batch_frames: int = 8
     crf: int | None = None
     progress: bool = True
+    threads: bool = True
 
 
 @dataclass
@@ -66,19 +82,138 @@ class VideoOutcome:
     timings: dict = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
 
-
-def _timed(batches, timings: dict):
-    """Yield the reader's frame batches, adding the time spent decoding each to timings['decode']."""
-    while True:
-        t = time.perf_counter()
-        batch = next(batches, None)
-        timings["decode"] += time.perf_counter() - t
-        if batch is None:
-            return
-        yield batch
-
 def _frames_of(seconds: float, fps: Fraction) -> int:
     return max(0, round(seconds * float(fps)))
+
+
+def _progress(label, total):
+    if not label:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=label, unit="frame", dynamic_ncols=True)
+
+
+def _decoded(reader: VideoReader, wanted, busy: list):
+    """The reader's frames (pixels only where ``wanted``), the decoding time added to ``busy[0]``."""
+    frames = reader.frames(wanted)
+    while True:
+        t = time.perf_counter()
+        fr = next(frames, None)
+        busy[0] += time.perf_counter() - t
+        if fr is None:
+            return
+        yield fr
+
+
+class _Finder:
+    """Pass 1 with a detector that refines on crops: whole-frame searches on every ``search_every``-th
+    frame, crops around the expected faces on the detection frames in between (VideoOptions)."""
+
+    def __init__(self, detector, tracker: Tracker, timings: dict):
+        self.detector, self.tracker, self.timings = detector, tracker, timings
+        self.too_small = 0
+
+    def _refine(self, image, boxes) -> list:
+        if not boxes:
+            return []
+        t = time.perf_counter()
+        faces = self.detector.refine(image, boxes)
+        self.timings["detect"] += time.perf_counter() - t
+        return faces
+
+    def interval(self, pending: list, proposals: list) -> None:
+        """The detection frames since the last search, the last of them searched (``proposals``).
+
+        A proposal that no track expects is a face the search found first: it is followed
+        backwards from the searched frame through the frames of the interval, each step on a crop
+        around where it was found one detection frame later (so a face that walks in is found
+        where it was, not where the search saw it). Then every frame, in order: the tracks' faces
+        on crops around where each track expects it, with the faces followed backwards."""
+        det, tracker = self.detector, self.tracker
+        last_index = pending[-1][0]
+        expected = [box for _, box in tracker.expected(last_index)]
+        new = [p.box for p in proposals
+               if not any(match_score(e, np.asarray(p.box, np.float64)) is not None for e in expected)]
+        earlier: dict[int, list] = {}
+        for index, image in reversed(pending):
+            if not new:
+                break
+            found = self._refine(image, new)
+            earlier[index] = found
+            new = [f.box for f in found]
+        for index, image in pending:
+            faces = self._refine(image, [box for _, box in tracker.expected(index)]) + earlier.get(index, [])
+            faces = suppress_overlaps(faces, det.nms_iou)
+            big = [f for f in faces if f.size >= det.min_face]
+            self.too_small += len(faces) - len(big)
+            tracker.add(index, big)
+
+
+def follow_faces(detector, frames, fps: Fraction, opt: VideoOptions, timings: dict,
+                 total: int | None = None) -> tuple[Tracker, int, int]:
+    """Pass 1 on ``frames`` (Frames in order; only the detection frames need their pixels):
+    detection and tracking (VideoOptions), returning (the tracker, frames seen, faces too small)."""
+    if opt.detect_every < 1:
+        raise ValueError("detect_every must be at least 1")
+    det = detector
+    every = opt.detect_every
+    crops = bool(getattr(det, "can_refine", False))
+    search_every = max(every, -(-max(opt.search_every, 1) // every) * every) if crops else every
+    hold = max(_frames_of(opt.hold_s, fps), every - 1)
+    max_gap = max(_frames_of(opt.max_gap_s, fps), every)
+    smooth = max(1, _frames_of(opt.smooth_s, fps)) | 1
+    tracker = Tracker(max_gap=max_gap, hold=hold, smooth=smooth)
+    finder = _Finder(det, tracker, timings)
+    seen, too_small = 0, 0
+    with contextlib.ExitStack() as stack:
+        bar = _progress("find faces" if opt.progress else False, total)
+        if bar is not None:
+            stack.callback(bar.close)
+        # Searches run on workers of their own, started as soon as the decoder has the frame (the
+        # decoder runs up to SEARCH_AHEAD searches ahead); the main thread refines and tracks.
+        pool = stack.enter_context(worker_pool(SEARCH_WORKERS)) if opt.threads and crops else None
+        search_times = [0.0] * (search_every * SEARCH_AHEAD + 1)
+
+        def search(image, index=0):
+            t = time.perf_counter()
+            try:
+                return det.search(image)
+            finally:  # one slot per frame: no two workers write the same one
+                search_times[index % len(search_times)] += time.perf_counter() - t
+
+        def items():
+            for fr in frames:
+                job = None
+                if pool is not None and fr.image is not None and fr.index % search_every == 0:
+                    job = pool.submit(search, fr.image, fr.index)
+                yield fr, job
+
+        source = items()
+        if opt.threads:
+            source = stack.enter_context(contextlib.closing(prefetch(source, depth=SEARCH_AHEAD * search_every)))
+        pending = []
+        with one_thread() if opt.threads else contextlib.nullcontext():
+            for fr, job in source:
+                seen += 1
+                if bar is not None:
+                    bar.update(1)
+                if fr.image is None or fr.index % every:
+                    continue
+                if not crops:
+                    t = time.perf_counter()
+                    found = det.detect_all(fr.image)
+                    timings["detect"] += time.perf_counter() - t
+                    tracker.add(fr.index, found.faces)
+                    too_small += len(found.too_small)
+                    continue
+                pending.append((fr.index, fr.image))
+                if fr.index % search_every == 0:
+                    finder.interval(pending, job.result() if job is not None else search(fr.image))
+                    pending = []
+            if pending:  # the frames after the last search: search the last of them
+                finder.interval(pending, search(pending[-1][1]))
+    timings["detect"] += sum(search_times)
+    return tracker, seen, too_small + finder.too_small
 
 
 def find_tracks(protector: FaceProtector, src: str, opt: VideoOptions,
@@ -86,25 +221,16 @@ def find_tracks(protector: FaceProtector, src: str, opt: VideoOptions,
     """Pass 1: (tracks, frames decoded, faces too small, truncated)."""
     if opt.detect_every < 1:
         raise ValueError("detect_every must be at least 1")
-    detections, too_small = {}, 0
+    every = opt.detect_every
     with VideoReader(src) as reader:
-        info = reader.info
-        batches = reader.batches(opt.batch_frames, progress="find faces" if opt.progress else False)
-        for batch in _timed(batches, timings):
-            t = time.perf_counter()
-            for i, image in enumerate(batch.images):
-                index = batch.start + i
-                if index % opt.detect_every == 0:
-                    found = protector.detector.detect_all(image)
-                    detections[index] = found.faces
-                    too_small += len(found.too_small)
-            timings["detect"] += time.perf_counter() - t
+        busy = [0.0]
+        frames = _decoded(reader, lambda i: i % every == 0, busy)
+        tracker, _, too_small = follow_faces(protector.detector, frames, reader.info.fps, opt, timings,
+                                             reader.info.frame_count)
+        timings["decode"] += busy[0]
         n_frames, truncated = reader.frames_decoded, reader.truncated
     t = time.perf_counter()
-    hold = max(_frames_of(opt.hold_s, info.fps), opt.detect_every - 1)
-    max_gap = max(_frames_of(opt.max_gap_s, info.fps), opt.detect_every)
-    smooth = max(1, _frames_of(opt.smooth_s, info.fps)) | 1
-    tracks = build_tracks(detections, n_frames, max_gap=max_gap, hold=hold, smooth=smooth)
+    tracks = tracker.paths(n_frames)
     timings["track"] += time.perf_counter() - t
     return tracks, n_frames, too_small, truncated
 
@@ -130,6 +256,48 @@ class FacePlan:
     inverse: bool = False
 
 
+def _batches(reader: VideoReader, size: int, busy: list):
+    """Lists of ``size`` frames (the last may be shorter): frames are not copied into one array."""
+    buf = []
+    for fr in _decoded(reader, None, busy):
+        buf.append(fr)
+        if len(buf) == size:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+def _faces_of_batch(protector: FaceProtector, frames: list, jobs: list, passwords: FacePasswords,
+                    inverse: bool) -> tuple[list, dict]:
+    """Cut, generate and paste back the faces of a batch of frames, in place. Each frame's result
+    depends on that frame alone (G in eval mode is batch independent, models/networks.py)."""
+    spent = dict.fromkeys(("transform", "generate", "blend"), 0.0)
+    t = time.perf_counter()
+    crops = [cut_crops(fr.image, [m for _, m in job], protector.size) for fr, job in zip(frames, jobs)]
+    keys = [k for job in jobs for k, _ in job]
+    spent["transform"] += time.perf_counter() - t
+    if keys:
+        t = time.perf_counter()
+        gen = protector.generate(torch.cat(crops), [passwords.for_key(k) for k in keys], inverse)
+        spent["generate"] += time.perf_counter() - t
+        t = time.perf_counter()
+        at = 0
+        for fr, job in zip(frames, jobs):
+            if job:
+                paste_faces(fr.image, gen[at:at + len(job)], [m for _, m in job], protector.mask, inplace=True)
+                at += len(job)
+        spent["blend"] += time.perf_counter() - t
+    return frames, spent
+
+
+def _workers(protector: FaceProtector) -> int:
+    """Generator workers: one per core on the CPU (each computes on one thread), one on a GPU."""
+    if protector.model.device.type != "cpu":
+        return 1
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 def render(protector: FaceProtector, files: VideoFiles, plan: FacePlan, opt: VideoOptions,
            timings: dict) -> tuple[int, int]:
     """Pass 2. Returns (frames, crops)."""
@@ -146,38 +314,47 @@ def render(protector: FaceProtector, files: VideoFiles, plan: FacePlan, opt: Vid
         writer = stack.enter_context(VideoWriter(dst, reader.info, overwrite=overwrite, crf=opt.crf))
         boxes = stack.enter_context(VideoWriter(preview, reader.info, overwrite=overwrite, copy_audio=False)) \
             if preview else None
-        batches = reader.batches(opt.batch_frames, progress=label)
-        for batch in _timed(batches, timings):
+        bar = _progress(label, reader.info.frame_count)
+        if bar is not None:
+            stack.callback(bar.close)
+        busy = [0.0]
+        batches = _batches(reader, opt.batch_frames, busy)
+        pool = None
+        if opt.threads:
+            batches = stack.enter_context(contextlib.closing(prefetch(batches, depth=2)))
+            pool = stack.enter_context(Ordered(_workers(protector)))
+
+        def write(done) -> None:
+            nonlocal crops_done
+            frames, spent = done
+            for k, v in spent.items():
+                timings[k] += v
             t = time.perf_counter()
-            jobs = [by_frame.get(batch.start + i, []) for i in range(len(batch.images))]
-            crops = [cut_crops(im, [m for _, m in job], protector.size) for im, job in zip(batch.images, jobs)]
-            keys = [k for job in jobs for k, _ in job]
-            timings["transform"] += time.perf_counter() - t
-            t = time.perf_counter()
-            if keys:
-                gen = protector.generate(torch.cat(crops), [passwords.for_key(k) for k in keys], inverse)
-            timings["generate"] += time.perf_counter() - t
-            t = time.perf_counter()
-            out, at = batch.images, 0
-            if keys:
-                out = batch.images.copy()
-                for i, job in enumerate(jobs):
-                    if job:
-                        out[i] = paste_faces(batch.images[i], gen[at:at + len(job)], [m for _, m in job],
-                                             protector.mask)
-                        at += len(job)
-            crops_done += len(keys)
-            timings["blend"] += time.perf_counter() - t
-            t = time.perf_counter()
-            writer.write_batch(out, batch.pts)
-            if boxes is not None:
-                boxes.write_batch(np.stack([draw_face_boxes(im, [m for _, m in job], protector.size)
-                                            for im, job in zip(out, jobs)]), batch.pts)
+            for fr in frames:
+                writer.write(fr.image, fr.pts)
+                if boxes is not None:
+                    job = by_frame.get(fr.index, [])
+                    boxes.write(draw_face_boxes(fr.image, [m for _, m in job], protector.size), fr.pts)
+                crops_done += len(by_frame.get(fr.index, []))
             timings["encode"] += time.perf_counter() - t
-        frames = reader.frames_decoded
+            if bar is not None:
+                bar.update(len(frames))
+
+        for frames in batches:
+            jobs = [by_frame.get(fr.index, []) for fr in frames]
+            if pool is None:
+                write(_faces_of_batch(protector, frames, jobs, passwords, inverse))
+            else:
+                for done in pool.submit(_faces_of_batch, protector, frames, jobs, passwords, inverse):
+                    write(done)
+        if pool is not None:
+            for done in pool.drain():
+                write(done)
+        frames_decoded = reader.frames_decoded
+        timings["decode"] += busy[0]
         t = time.perf_counter()
     timings["encode"] += time.perf_counter() - t  # flushing the encoder happens on close
-    return frames, crops_done
+    return frames_decoded, crops_done
 
 
 def remux_clean(src: str, dst: str, overwrite: bool) -> None:

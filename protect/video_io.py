@@ -165,7 +165,7 @@ class Frame:
     index: int
     pts: int  # in the stream's time base (VideoInfo.time_base)
     time: float  # seconds
-    image: np.ndarray  # HxWx3 uint8 RGB, upright
+    image: np.ndarray | None  # HxWx3 uint8 RGB, upright; None when not converted (VideoReader.frames)
 
 
 @dataclass
@@ -305,22 +305,31 @@ class VideoReader:
         warnings.warn(f"{self.path}: video ends early, {why}: decoded {self.frames_decoded}{expected} frames",
                       TruncatedVideoWarning, stacklevel=4)
 
-    def _to_frame(self, f: av.VideoFrame, index: int) -> Frame:
-        rgb = f.to_ndarray(format="rgb24", src_color_range=f.color_range or None)
-        if self._orient is not None:
-            rgb = np.ascontiguousarray(orient(rgb, self._orient))
+    def _to_frame(self, f: av.VideoFrame, index: int, convert: bool = True) -> Frame:
+        rgb = None
+        if convert:
+            rgb = f.to_ndarray(format="rgb24", src_color_range=f.color_range or None)
+            if self._orient is not None:
+                rgb = np.ascontiguousarray(orient(rgb, self._orient))
         pts = f.pts
         if pts is None:  # raw streams without timestamps: evenly spaced
             pts = round(index / self.info.fps / self.info.time_base)
         return Frame(index, int(pts), float(pts * self.info.time_base), rgb)
 
     def __iter__(self) -> Iterator[Frame]:
+        return self.frames()
+
+    def frames(self, wanted=None) -> Iterator[Frame]:
+        """Every frame in order, as iterating the reader gives them. With ``wanted`` (frame index ->
+        bool), the frames it does not want come without pixels (``image`` None): decoded, since the
+        codec needs them, but not converted to RGB."""
         if self._used:
             raise VideoError(f"{self.path}: a VideoReader is read once; open a new one to read again")
         self._used = True
         end = 0.0
         for f in self._chain():
-            fr = self._to_frame(f, self.frames_decoded)
+            index = self.frames_decoded
+            fr = self._to_frame(f, index, wanted is None or wanted(index))
             self.frames_decoded += 1
             end = fr.time
             yield fr

@@ -2,7 +2,12 @@
 against the fast path (metrics/evaluation.py), in one run, on the same images and seed.
 
     python bench/evaluate.py --checkpoint CKPT [--dataset synthetic] [--data_root DIR] [--max-images 32]
-                             [--paths reference,fast] [--repeat 1] [--threads N] [--no-dlib] [--batch-size 16]
+                             [--paths reference,fast,fast-warm] [--repeat 1] [--threads N] [--no-dlib]
+                             [--batch-size 16]
+
+Paths: ``reference``; ``fast``, with an empty cache (what a first evaluation of the data costs; it
+fills the cache); ``fast-warm``, the fast path again with the cache that ``fast`` filled (what every
+later evaluation of the same data costs: the originals' and baselines' measurements are reused).
 
 The password attack is left out (it has its own budget). Each path is a full evaluation (report
 included) into a temporary folder; the paths alternate when --repeat > 1, so that a change of the
@@ -22,7 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-PATHS = ("reference", "fast")
+PATHS = ("reference", "fast", "fast-warm")
 # stages of the fast path that the reference does not have: the figures it adds
 NEW_STAGES = ("detection yunet", "sharpness")
 GROUPS = {"dlib recogniser (chips + descriptor)": (("recogniser dlib",), ("dlib chips", "dlib descriptor"))}
@@ -51,32 +56,30 @@ def load() -> str:
         return "load average unknown"
 
 
-def evaluate_once(args, path: str, out: str) -> dict:
+def evaluate_once(args, path: str, out: str, cache: str) -> dict:
     from metrics.evaluation import Options, run
 
     t0 = time.perf_counter()
     folder = run(Options(checkpoint=args.checkpoint, dataset=args.dataset, out=out, data_root=args.data_root,
                          max_images=args.max_images, batch_size=args.batch_size, device="cpu", seed=args.seed,
                          recogniser=args.recogniser, no_dlib=args.no_dlib, attack_images=0, progress=False,
-                         reference=path == "reference", threads=args.threads), log=lambda *_: None)
+                         reference=path == "reference", threads=args.threads, cache=cache), log=lambda *_: None)
     wall = time.perf_counter() - t0
     with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as f:
         data = json.load(f)
     return {"wall": wall, "stages": data["protocol"]["stage_seconds"], "images": data["protocol"]["images"],
-            "threads": data["protocol"]["threads"],
+            "threads": data["protocol"]["threads"], "cache": data["protocol"].get("cache"),
             "figures": {(g["section"], g["metric"], g["view"], g["recogniser"]): g["value"] for g in data["figures"]}}
 
 
-def compare(figs: dict) -> str:
-    if len(figs) < 2:
-        return "figures: one path only, nothing to compare"
-    ref, fast = figs["reference"], figs["fast"]
+def compare(figs: dict, path: str) -> str:
+    ref, fast = figs["reference"], figs[path]
     missing = [k for k in ref if k not in fast]
     diffs = [abs(ref[k] - fast[k]) for k in ref if k in fast and ref[k] is not None and fast[k] is not None]
     nulls = [k for k in ref if k in fast and (ref[k] is None) != (fast[k] is None)]
     differ = sum(d > 2e-6 for d in diffs)
-    return (f"figures: {len(ref)} of the reference, {len(missing)} missing from the fast path, {differ + len(nulls)} "
-            f"differ by more than 2e-6 (largest difference {max(diffs, default=0):.2g}); the fast path adds "
+    return (f"figures of {path}: {len(ref)} of the reference, {len(missing)} missing, {differ + len(nulls)} "
+            f"differ by more than 2e-6 (largest difference {max(diffs, default=0):.2g}); {path} adds "
             f"{len(set(fast) - set(ref))}")
 
 
@@ -98,6 +101,8 @@ def main(argv=None) -> int:
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     if not paths or any(p not in PATHS for p in paths):
         ap.error(f"--paths: choose from {', '.join(PATHS)}")
+    if "fast-warm" in paths and ("fast" not in paths or paths.index("fast") > paths.index("fast-warm")):
+        ap.error("--paths: fast-warm reuses the cache that fast fills: name fast before it")
 
     import torch
 
@@ -108,7 +113,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeat):
             for p in paths:
-                res = evaluate_once(args, p, os.path.join(tmp, f"{p}_{r}"))
+                res = evaluate_once(args, p, os.path.join(tmp, f"{p}_{r}"), os.path.join(tmp, f"cache_{r}.pt"))
                 runs[p].append(res)
                 print(f"  {p} run {r + 1}: {res['wall']:.1f} s for {res['images']} images on {res['threads']} "
                       f"thread(s); {load()}", flush=True)
@@ -135,19 +140,22 @@ def main(argv=None) -> int:
                  [s for s in measured if s not in NEW_STAGES]))
     rows.append(("whole evaluation (wall)", stages, stages))
     print(f"\nseconds per image ({images} images, batch {args.batch_size}, mean of {args.repeat} run(s))")
-    head = f"{'stage':<42}" + "".join(f"{p:>11}" for p in paths) + ("    speed-up" if len(paths) == 2 else "")
+    others = [p for p in paths if p != "reference"] if "reference" in paths else []
+    head = f"{'stage':<42}" + "".join(f"{p:>11}" for p in paths) + "".join(f"{'x ' + p:>13}" for p in others)
     print(head)
     for name, ref_names, fast_names in rows:
-        vals = [per_image(p, ref_names if p == "reference" else fast_names) for p in paths]
-        cells = "".join(f"{v:11.4f}" if v is not None else f"{'-':>11}" for v in vals)
-        ratio = ""
-        if len(paths) == 2 and all(v for v in vals):
-            ratio = f"  {vals[0] / vals[1]:9.1f}x"
-        print(f"{name:<42}{cells}{ratio}")
+        vals = {p: per_image(p, ref_names if p == "reference" else fast_names) for p in paths}
+        cells = "".join(f"{vals[p]:11.4f}" if vals[p] is not None else f"{'-':>11}" for p in paths)
+        ratios = "".join(f"{vals['reference'] / vals[p]:12.1f}x" if vals["reference"] and vals[p] else f"{'':>13}"
+                         for p in others)
+        print(f"{name:<42}{cells}{ratios}")
     for p in paths:
         wall = sum(r["wall"] for r in runs[p]) / len(runs[p])
-        print(f"{p}: {wall:.1f} s wall per evaluation of {images} images ({wall / images:.3f} s per image)")
-    print(compare({p: runs[p][0]["figures"] for p in paths}))
+        c = runs[p][0]["cache"]
+        kept = f"; cache: {c['reused']} reused, {c['measured']} measured" if c else ""
+        print(f"{p}: {wall:.1f} s wall per evaluation of {images} images ({wall / images:.3f} s per image){kept}")
+    for p in others:
+        print(compare({q: runs[q][0]["figures"] for q in paths}, p))
     print(f"{load()} at the end")
     return 0
 

@@ -43,7 +43,8 @@ from utils.images import to_uint8
 
 from . import quality
 from .attack import password_attack
-from .baselines import BASELINES, face_box
+from .baselines import BASELINES, REGION_SCALE, face_box
+from .cache import MeasureCache, image_keys
 from .recognisers import (
     DLIB_THRESHOLD,
     DlibRecogniser,
@@ -85,6 +86,7 @@ class Options:
     progress: bool = True
     reference: bool = False  # measure with metrics/reference.py, the code before it was made fast (tests, bench)
     threads: int | None = None  # CPU threads; None: OMP_NUM_THREADS if set, else the idle cores (idle_threads)
+    cache: bool | str = True  # keep what depends on the data alone (metrics/cache.py): True, a file, or False
 
 
 @dataclass
@@ -192,6 +194,14 @@ def face_found(detector, image: np.ndarray, box) -> bool:
     return False
 
 
+def cache_path(cfg: Config, dataset: str) -> str:
+    """Where the measurements of a data set's originals and baselines are kept (beside the small
+    recogniser for synthetic data)."""
+    if dataset == "synthetic":
+        return os.path.join(cfg.data_root, f"{cfg.synthetic_dir}_evaluation_cache_{cfg.img_size}px.pt")
+    return os.path.join(cfg.data_root, f"evaluation_cache_{dataset}_{cfg.img_size}px.pt")
+
+
 def small_recogniser(opts: Options, cfg: Config, dataset: str, device, log) -> SmallRecogniser | None:
     """The small recogniser: loaded from --recogniser, or (synthetic data) trained on the training
     identities and saved beside the data on first use."""
@@ -257,13 +267,25 @@ def make_views(run: Runner, I: torch.Tensor, lm: torch.Tensor, passwords, t: Sta
     return views
 
 
+DATA_VIEWS = (ORIGINAL,) + tuple(bl.name for bl in BASELINES)  # the views that do not depend on the model
+
+
+def _by_view(values: np.ndarray, names) -> dict:
+    """(images, views, ...) -> {view: (images, ...)}."""
+    return {v: values[:, k] for k, v in enumerate(names)}
+
+
 @torch.no_grad()
 def measure_batch(run: Runner, b: dict, L: int, seed: int, recognisers: dict, detectors: dict, m: Measured,
-                  examples: int, inception=None, timer: StageTimer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  examples: int, inception=None, timer: StageTimer | None = None,
+                  cache: MeasureCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """All views of one batch and their per-image measurements; returns M and p (for the attack).
     Each view is measured once (the JPEG round trips too); dlib's descriptor runs in PyTorch on
-    batches of the chips of every view; SSIM and MS-SSIM share their first scale."""
+    batches of the chips of every view; SSIM and MS-SSIM share their first scale. What depends on
+    the data alone (the original and the baselines: DATA_VIEWS) comes from ``cache`` when it holds
+    it (metrics/cache.py), and is kept there otherwise."""
     t = timer or StageTimer()
+    cache = cache if cache is not None else MeasureCache(None)
     I = b["image"].to(run.device)
     lm = b["landmarks"]
     if not torch.isfinite(lm).all():
@@ -273,59 +295,107 @@ def measure_batch(run: Runner, b: dict, L: int, seed: int, recognisers: dict, de
     passwords = view_passwords(b["index"].tolist(), L, seed)
     views = make_views(run, I, lm, passwords, t)
     names = list(views)
+    model_views = [v for v in names if v not in DATA_VIEWS]
     size = tuple(I.shape[-2:])
     boxes = [face_box(lm[i], size) for i in range(n)]
+    keys = image_keys(I, lm)
+    context = cache_context(run.device)
+    baselines = [bl.name for bl in BASELINES]
+
     with t("quality"):
         # view by view: one tensor of every view was slower (its float64 intermediates leave the cache)
+        def quality_of(v, idx=slice(None)):
+            s, ms = quality.ssim_and_ms_ssim(views[v][idx], I[idx])
+            return torch.stack([quality.psnr(views[v][idx], I[idx]), s, ms], 1).numpy()
+
+        figs = {v: quality_of(v) for v in model_views}
+        figs.update(_by_view(cache.lookup(f"quality {context}", keys, lambda idx: np.stack(
+            [quality_of(v, idx) for v in baselines], 1)), baselines))
         for v in names[1:]:
             q = m.quality.setdefault(v, {"psnr": [], "ssim": [], "ms_ssim": []})
-            q["psnr"] += quality.psnr(views[v], I).tolist()
-            s, ms = quality.ssim_and_ms_ssim(views[v], I)
-            q["ssim"] += s.tolist()
-            q["ms_ssim"] += ms.tolist()
+            for c, metric in enumerate(("psnr", "ssim", "ms_ssim")):
+                q[metric] += figs[v][:, c].tolist()
     with t("uint8"):
         all_u8 = to_uint8(torch.cat([views[v] for v in names]))
         u8 = {v: all_u8[k * n:(k + 1) * n] for k, v in enumerate(names)}
     for rname, rec in recognisers.items():
         store = m.embeddings.setdefault(rname, {})
         if isinstance(rec, DlibRecogniser):
-            with t("dlib chips"):
-                chips = [c for v in names for c in rec.chips_of(u8[v], boxes)]
-            with t("dlib descriptor"):
-                E = rec.describe(chips)
-            for k, v in enumerate(names):
-                store.setdefault(v, []).append(E[k * n:(k + 1) * n])
-        else:
+            def dlib_of(vs, idx, rec=rec):
+                with t("dlib chips"):
+                    chips = [c for v in vs for c in rec.chips_of(u8[v][idx], [boxes[i] for i in idx])]
+                with t("dlib descriptor"):
+                    return rec.describe(chips).reshape(len(vs), len(idx), -1).transpose(1, 0, 2)
+
+            E = _by_view(dlib_of(model_views, list(range(n))), model_views)
+            E.update(_by_view(cache.lookup(f"dlib {rec.backend} {context}", keys,
+                                           lambda idx: dlib_of(DATA_VIEWS, idx)), DATA_VIEWS))
+        elif isinstance(rec, SmallRecogniser):
             with t(f"recogniser {rname}"):  # view by view: batches of every view were no faster
-                for v in names:
-                    store.setdefault(v, []).append(rec.embed(views[v], lm))
+                E = {v: rec.embed(views[v], lm) for v in model_views}
+                E.update(_by_view(cache.lookup(f"small {rec.digest} {context}", keys, lambda idx, rec=rec: np.stack(
+                    [rec.embed(views[v][idx], lm[idx]) for v in DATA_VIEWS], 1)), DATA_VIEWS))
+        else:  # the checkpoint's own SphereFace: nothing to keep
+            with t(f"recogniser {rname}"):
+                E = {v: rec.embed(views[v], lm) for v in names}
+        for v in names:
+            store.setdefault(v, []).append(E[v])
     if inception is not None:
         with t("fid features"):
-            for name in DETECTION_VIEWS + tuple(bl.name for bl in BASELINES):
+            for name in DETECTION_VIEWS + tuple(baselines):
                 m.fid.setdefault(name, []).append(inception(views[name]))
-    detected = DETECTION_VIEWS + tuple(bl.name for bl in BASELINES)
-    with t("detection dlib"):
-        for v in detected:
-            m.detected.setdefault(v, []).extend(face_found(detectors["dlib"], u8[v][i], boxes[i]) for i in range(n))
-    if "yunet" in detectors:
-        with t("detection yunet"):
+    detected = DETECTION_VIEWS + tuple(baselines)
+    for dname, stage, store in (("dlib", "detection dlib", m.detected), ("yunet", "detection yunet", m.yunet)):
+        if dname not in detectors:
+            continue
+        det = detectors[dname]
+        with t(stage):
+            def found(vs, idx, det=det):
+                return np.array([[face_found(det, u8[v][i], boxes[i]) for v in vs] for i in idx], bool)
+
+            hits = _by_view(found([v for v in detected if v not in DATA_VIEWS], range(n)),
+                            [v for v in detected if v not in DATA_VIEWS])
+            hits.update(_by_view(cache.lookup(f"{dname} {describe_detector(det)} {context}", keys,
+                                              lambda idx, found=found: found(DATA_VIEWS, idx)), DATA_VIEWS))
             for v in detected:
-                m.yunet.setdefault(v, []).extend(face_found(detectors["yunet"], u8[v][i], boxes[i])
-                                                 for i in range(n))
+                store.setdefault(v, []).extend(hits[v].tolist())
     with t("sharpness"):
-        sharp0 = quality.laplacian_variance(u8[ORIGINAL], boxes)
+        def sharpness_of(vs, idx):
+            return np.stack([quality.laplacian_variance(u8[v][idx], [boxes[i] for i in idx]) for v in vs], 1)
+
+        sharp = _by_view(sharpness_of(model_views, list(range(n))), model_views)
+        sharp.update(_by_view(cache.lookup(f"sharpness {context}", keys, lambda idx: sharpness_of(DATA_VIEWS, idx)),
+                              DATA_VIEWS))
         for v in names[1:]:
             with np.errstate(divide="ignore", invalid="ignore"):  # a flat original face has no ratio (NaN)
-                ratio = np.where(sharp0 > 0, quality.laplacian_variance(u8[v], boxes) / sharp0, np.nan)
+                ratio = np.where(sharp[ORIGINAL] > 0, sharp[v] / sharp[ORIGINAL], np.nan)
             m.sharpness.setdefault(v, []).extend(ratio.tolist())
     for i in range(n):
         if len(m.examples) < examples:
-            m.examples.append([u8[name][i] for name in EXAMPLE_VIEWS + tuple(bl.name for bl in BASELINES)])
+            m.examples.append([u8[name][i] for name in EXAMPLE_VIEWS + tuple(baselines)])
             m.example_titles.append(b["path"][i])
     m.labels += b["label"].tolist()
     m.indices += b["index"].tolist()
     m.paths += list(b["path"])
     return views["anonymized"], passwords[0]
+
+
+def cache_context(device) -> str:
+    """What every kept measurement depends on besides its face and its own part: the libraries, the
+    device kind, the baselines and the face box."""
+    import dlib
+
+    base = ";".join(f"{bl.name}:{bl.kind}:{bl.fraction}" for bl in BASELINES)
+    return f"torch {torch.__version__} dlib {dlib.__version__} {torch.device(device).type} [{base}] x{REGION_SCALE}"
+
+
+def describe_detector(det) -> str:
+    if isinstance(det, DlibDetector):
+        return f"{det.name} upsample {det.upsample} min_face {det.min_face}"
+    from importlib.metadata import version
+
+    return (f"{det.name} {version('yuface')} threshold {det.threshold} scales {det.scales(64, 64)} "
+            f"{det.scales(128, 128)} nms {det.nms_iou} min_face {det.min_face}")
 
 
 # ---- summarising --------------------------------------------------------------------------------
@@ -537,6 +607,9 @@ def _run(opts: Options, log, threads: int) -> str:
         except ImportError as e:  # yuface missing (no wheel for this Python)
             skipped.append({"what": "YuNet detection rates", "why": str(e)})
     measure = measure_batch_reference if opts.reference else measure_batch
+    cache = None
+    if opts.cache and not opts.reference:
+        cache = MeasureCache(opts.cache if isinstance(opts.cache, str) else cache_path(cfg, opts.dataset))
     timer.add("setup", time.perf_counter() - t_start)
 
     L = model.passwd_length
@@ -551,7 +624,11 @@ def _run(opts: Options, log, threads: int) -> str:
                 b = next(loader, None)
             if b is None:
                 break
-            M, p = measure(runner, b, L, opts.seed, recognisers, detectors, m, opts.examples, inception, timer)
+            if opts.reference:
+                M, p = measure(runner, b, L, opts.seed, recognisers, detectors, m, opts.examples, inception, timer)
+            else:
+                M, p = measure(runner, b, L, opts.seed, recognisers, detectors, m, opts.examples, inception, timer,
+                               cache)
             need = attack_n - sum(len(x) for x in attack_M)
             if need > 0:
                 attack_M.append(M[:need])
@@ -561,6 +638,9 @@ def _run(opts: Options, log, threads: int) -> str:
             attack = password_attack(runner, torch.cat(attack_M), torch.cat(attack_p), opts.attack_candidates,
                                      seed=opts.seed, progress=bar.update) if attack_n else None
     measure_seconds = time.time() - t0
+    if cache is not None:
+        with timer("cache"):
+            cache.save()
 
     with timer("summary and report"):
         figures, infos, curves = summarise(m, recognisers, opts)
@@ -578,6 +658,8 @@ def _run(opts: Options, log, threads: int) -> str:
                  f"{detectors['yunet'].scales(cfg.img_size, cfg.img_size)}" if "yunet" in detectors else None,
         "sharpness_region": "the face box (see metrics/baselines.face_box), 1 px inside the image",
         "measuring_path": "reference (metrics/reference.py)" if opts.reference else "fast",
+        "cache": None if cache is None else {"path": cache.path and os.path.abspath(cache.path), "reused": cache.hits,
+                                             "measured": cache.misses},
     }
     with timer("summary and report"):
         out = new_folder(opts.out)
@@ -585,4 +667,7 @@ def _run(opts: Options, log, threads: int) -> str:
         write_report(out, protocol, figures, infos, curves, attack, skipped, m, opts)
     images = len(m.labels)
     log(f"time per stage ({images} images, {torch.get_num_threads()} threads):\n{timer.table(images)}")
+    if cache is not None and cache.path:
+        log(f"measurements of the originals and baselines (the same for every model): {cache.hits} reused, "
+            f"{cache.misses} measured (kept in {cache.path})")
     return out

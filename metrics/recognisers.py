@@ -19,6 +19,7 @@ strongest judge of privacy.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -215,6 +216,12 @@ class SmallRecogniser(Recogniser):
     def embed(self, images, landmarks):
         x = images.to(self.device, torch.float32)
         return self.net.embed(_crops(x, landmarks.to(self.device))).double().cpu().numpy()
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """A digest of the weights: what the evaluation's cache keeps this recogniser's embeddings under."""
+        from .cache import weights_digest
+        return weights_digest(self.net)
 
     def save(self, path: str) -> None:
         atomic_torch_save({"format": SMALL_FORMAT, "state_dict": self.net.state_dict(), "meta": self.meta}, path)

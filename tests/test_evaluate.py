@@ -272,24 +272,31 @@ def test_progress_adds_up_the_training_time_of_resumed_segments(tmp_path):
 def test_fast_path_gives_the_reference_figures(tiny, tmp_path):
     """metrics/reference.py is the measuring step before it was made fast (dlib's own network, one view
     at a time, ...): on the same images and seed, every figure it writes comes out the same."""
+    cache = str(tmp_path / "cache.pt")
     outs = {}
-    for ref in (True, False):
-        out = run(options(tiny, tmp_path / ("ref" if ref else "fast"), no_dlib=False, attack_images=0, reference=ref),
-                  log=lambda *_: None)
+    # the reference; the fast path measuring everything (and keeping the originals' and baselines'
+    # measurements); the fast path again, reusing them
+    for name, kw in (("reference", dict(reference=True)), ("cold", dict(cache=cache)), ("warm", dict(cache=cache))):
+        out = run(options(tiny, tmp_path / name, no_dlib=False, attack_images=0, **kw), log=lambda *_: None)
         with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:
-            outs[ref] = json.load(f)
-    ref, fast = figures_by_key(outs[True]), figures_by_key(outs[False])
-    check_every_figure(outs[True], ["dlib", "dlib (calibrated)", "sphereface", "small"], faces=False)
-    check_every_figure(outs[False], ["dlib", "dlib (calibrated)", "sphereface", "small"])
-    assert outs[True]["protocol"]["measuring_path"].startswith("reference")
-    assert set(ref) <= set(fast) and len(ref) > 300
-    for k, f in ref.items():
-        # dlib's descriptors from PyTorch equal dlib's to float32 rounding; figures are rounded to 1e-6
-        assert fast[k]["value"] == pytest.approx(f["value"], abs=2e-6), k
-        assert fast[k]["n"] == f["n"], k
-    for name, info in outs[True]["recognisers"].items():
-        assert outs[False]["recognisers"][name]["threshold"] == pytest.approx(info["threshold"], abs=2e-6), name
-    assert {k for k in set(fast) - set(ref)} == {k for k in fast if k[0] == "sharpness" or k[1].startswith("yunet")}
+            outs[name] = json.load(f)
+    ref = figures_by_key(outs["reference"])
+    check_every_figure(outs["reference"], ["dlib", "dlib (calibrated)", "sphereface", "small"], faces=False)
+    assert outs["reference"]["protocol"]["measuring_path"].startswith("reference")
+    assert outs["cold"]["protocol"]["cache"]["reused"] == 0 < outs["cold"]["protocol"]["cache"]["measured"]
+    assert outs["warm"]["protocol"]["cache"] == {"path": cache, "reused": outs["cold"]["protocol"]["cache"]["measured"],
+                                                 "measured": 0}
+    for run_name in ("cold", "warm"):
+        fast = figures_by_key(outs[run_name])
+        check_every_figure(outs[run_name], ["dlib", "dlib (calibrated)", "sphereface", "small"])
+        assert set(ref) <= set(fast) and len(ref) > 300
+        for k, f in ref.items():
+            # dlib's descriptors from PyTorch equal dlib's to float32 rounding; figures are rounded to 1e-6
+            assert fast[k]["value"] == pytest.approx(f["value"], abs=2e-6), (run_name, k)
+            assert fast[k]["n"] == f["n"], (run_name, k)
+        for name, info in outs["reference"]["recognisers"].items():
+            assert outs[run_name]["recognisers"][name]["threshold"] == pytest.approx(info["threshold"], abs=2e-6)
+        assert set(fast) - set(ref) == {k for k in fast if k[0] == "sharpness" or k[1].startswith("yunet")}
 
 
 def test_yunet_finds_no_face_where_there_is_none_and_finds_the_originals(tiny):
@@ -346,10 +353,14 @@ def test_speed_benchmark_times_both_paths_and_finds_the_same_figures(tiny):
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert "extensions:" in out and "OMP_NUM_THREADS=1" in out and "on 1 thread(s)" in out and "load average" in out
-    row = re.search(r"^dlib recogniser \(chips \+ descriptor\)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x$", out, re.M)
-    assert row and float(row[1]) > 0 and float(row[2]) > 0, out
-    assert re.search(r"^whole evaluation \(wall\)\s+[\d.]+\s+[\d.]+\s+[\d.]+x$", out, re.M), out
-    assert re.search(r"figures: \d+ of the reference, 0 missing from the fast path, 0 differ", out), out
+    row = re.search(r"^dlib recogniser \(chips \+ descriptor\)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x\s+"
+                    r"([\d.]+)x$", out, re.M)
+    assert row and min(float(row[k]) for k in (1, 2, 3)) > 0, out
+    assert re.search(r"^fast: .* cache: 0 reused", out, re.M), out
+    assert re.search(r"^fast-warm: .* cache: [1-9]\d* reused, 0 measured", out, re.M), out
+    assert re.search(r"^whole evaluation \(wall\)(\s+[\d.]+){3}\s+[\d.]+x\s+[\d.]+x$", out, re.M), out
+    for path in ("fast", "fast-warm"):
+        assert re.search(rf"figures of {path}: \d+ of the reference, 0 missing, 0 differ", out), out
 
 
 def test_threads_are_the_idle_cores_unless_chosen(monkeypatch, tiny, tmp_path):
@@ -366,3 +377,31 @@ def test_threads_are_the_idle_cores_unless_chosen(monkeypatch, tiny, tmp_path):
     assert ev.evaluation_threads(options(tiny, tmp_path)) == 2  # the user's choice stands
     with pytest.raises(ev.InferenceError, match="threads"):
         ev.evaluation_threads(options(tiny, tmp_path, threads=0))
+
+
+def test_kept_measurements_are_found_by_their_face_and_part(tmp_path):
+    from metrics.cache import MeasureCache, image_keys
+
+    x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    lm = torch.zeros(3, 5, 2)
+    keys = image_keys(x, lm)
+    assert len(set(keys)) == 3 and image_keys(x.clone(), lm) == keys
+    assert image_keys(x, lm + 0.01) != keys  # other landmarks: another face
+    calls = []
+
+    def measure(idx):
+        calls.append(list(idx))
+        return np.array([[float(i), 2.0 * i] for i in idx])
+
+    path = str(tmp_path / "c.pt")
+    c = MeasureCache(path)
+    assert c.lookup("part a", keys[:2], measure).tolist() == [[0, 0], [1, 2]]
+    assert c.lookup("part a", keys, measure)[2].tolist() == [2, 4] and calls == [[0, 1], [2]]  # only the new face
+    assert c.save() and not c.save()  # nothing new: not written again
+    again = MeasureCache(path)
+    assert again.lookup("part a", keys, measure).tolist() == [[0, 0], [1, 2], [2, 4]] and len(calls) == 2
+    assert again.lookup("part b", keys[:1], measure).tolist() == [[0, 0]] and len(calls) == 3  # another part
+    assert (again.hits, again.misses) == (3, 1)
+    with open(path, "wb") as f:
+        f.write(b"not a cache")
+    assert MeasureCache(path).parts == {}  # a damaged file: measured again

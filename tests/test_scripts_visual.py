@@ -207,7 +207,7 @@ def test_strips_are_what_the_generator_gives_for_the_users_password(run, monkeyp
 
 def test_a_checkpoint_in_the_authors_format_takes_its_generator_settings_from_the_config(run):
     """The authors' files hold only epoch, iter, networks and optimizers: no config. The smoke
-    generator (ngf 8) is not the paper's (ngf 64), so only the config passed makes it loadable."""
+    generator (unet_64, ngf 8) is not the paper's (resnet_9blocks, ngf 64), so only the config passed makes it loadable."""
     ckpt = load_checkpoint(run.ckpt)
     orig_dir = run.base / "authors_run"
     orig_dir.mkdir()
@@ -219,7 +219,7 @@ def test_a_checkpoint_in_the_authors_format_takes_its_generator_settings_from_th
     out = os.path.join(root, "authors_run_checkpoint_0000_synthetic")
     with open(os.path.join(out, "info.json"), encoding="utf-8") as f:
         assert json.load(f)["original_format"] is True
-    model = InferenceModel(path, overrides={k: run.cfg[k] for k in ("ngf", "img_size")})
+    model = InferenceModel(path, overrides={k: run.cfg[k] for k in ("which_model_netG", "ngf", "img_size")})
     assert model.original_format
     assert_strips_are_views(out, run, model, *ip.strip_passwords(strip_indices(out), 16, 5))
 

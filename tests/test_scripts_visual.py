@@ -207,7 +207,8 @@ def test_strips_are_what_the_generator_gives_for_the_users_password(run, monkeyp
 
 def test_a_checkpoint_in_the_authors_format_takes_its_generator_settings_from_the_config(run):
     """The authors' files hold only epoch, iter, networks and optimizers: no config. The smoke
-    generator (unet_64, ngf 8) is not the paper's (resnet_9blocks, ngf 64), so only the config passed makes it loadable."""
+    generator (unet_64, ngf 8) is not the paper's (resnet_9blocks, ngf 64), so only the config
+    passed makes it loadable."""
     ckpt = load_checkpoint(run.ckpt)
     orig_dir = run.base / "authors_run"
     orig_dir.mkdir()

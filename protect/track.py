@@ -123,12 +123,12 @@ class Tracker:
                 _add(t, frame, f)
                 live.append(t)
 
-    def detections(self) -> dict[int, list[tuple[int, tuple]]]:
-        """Frame index -> (key, box) of every detection added so far."""
+    def detections(self) -> dict[int, list[tuple[int, tuple, np.ndarray]]]:
+        """Frame index -> (key, box, five points) of every detection added so far."""
         out: dict[int, list] = {}
         for t in self._done + self._live:
-            for frame, box in zip(t.frames, t.boxes):
-                out.setdefault(frame, []).append((t.key, box))
+            for frame, box, pts in zip(t.frames, t.boxes, t.points):
+                out.setdefault(frame, []).append((t.key, box, pts))
         return out
 
     def paths(self, n_frames: int) -> list[TrackPath]:

@@ -26,7 +26,7 @@ import av
 import numpy as np
 import torch
 
-from protect.face_detect import suppress_overlaps
+from protect.face_detect import box_iou, suppress_overlaps
 from protect.frame import cut_crops, draw_face_boxes, paste_faces
 from protect.pipeline import Ordered, one_thread, prefetch, worker_pool
 from protect.protector import ApproximateRecoveryWarning, FacePasswords, FaceProtector, as_face_passwords
@@ -105,6 +105,26 @@ def _decoded(reader: VideoReader, wanted, busy: list):
         yield fr
 
 
+def _inside_others(faces: list) -> list:
+    """A face whose box lies more than half inside a better-scoring face's box, and is more than half
+    as tall as it, is a part of that face: crops from two boxes may each find a part of one face,
+    which overlap too little for the IoU test. (A small face inside a large one's box is kept.)"""
+    kept = []
+    for f in sorted(faces, key=lambda f: -f.score):
+        l, t, r, b = f.box
+        area = max(r - l, 0.0) * max(b - t, 0.0)
+        inside = False
+        for k in kept:
+            iw = min(r, k.box[2]) - max(l, k.box[0])
+            ih = min(b, k.box[3]) - max(t, k.box[1])
+            if iw > 0 and ih > 0 and iw * ih > 0.5 * area and b - t > 0.5 * (k.box[3] - k.box[1]):
+                inside = True
+                break
+        if not inside:
+            kept.append(f)
+    return kept
+
+
 class _Finder:
     """Pass 1 with a detector that refines on crops: whole-frame searches on every ``search_every``-th
     frame, crops around the expected faces on the detection frames in between (VideoOptions)."""
@@ -126,8 +146,8 @@ class _Finder:
 
         A proposal that no track expects is a face the search found first: it is followed
         backwards from the searched frame through the frames of the interval, each step on a crop
-        around where it was found one detection frame later (so a face that walks in is found
-        where it was, not where the search saw it). Then every frame, in order: the tracks' faces
+        around where it was last found (so a face that walks in is found where it was, not where
+        the search saw it), to the first frame of the interval. Then every frame, in order: the tracks' faces
         on crops around where each track expects it, with the faces followed backwards."""
         det, tracker = self.detector, self.tracker
         last_index = pending[-1][0]
@@ -140,10 +160,13 @@ class _Finder:
                 break
             found = self._refine(image, new)
             earlier[index] = found
-            new = [f.box for f in found]
+            # each proposal moves to where it was found here; one not found here (a face that a
+            # crop misses now and then, or one not in the picture yet) is looked for further back
+            # where it was last seen
+            new = [next((f.box for f in found if box_iou(f.box, box) > 0.2), box) for box in new]
         for index, image in pending:
             faces = self._refine(image, [box for _, box in tracker.expected(index)]) + earlier.get(index, [])
-            faces = suppress_overlaps(faces, det.nms_iou)
+            faces = _inside_others(suppress_overlaps(faces, det.nms_iou))
             big = [f for f in faces if f.size >= det.min_face]
             self.too_small += len(faces) - len(big)
             tracker.add(index, big)

@@ -69,3 +69,15 @@ def test_detector_benchmark_prints_its_figures():
         found, total, big, big_total, fp_faces, fp_none, ms_photo, ms_720p = map(int, nums)
         assert total == 72 and 0 <= found <= total and 0 <= big <= big_total and int(ms_720p) > 0
     assert int(rows["yunet@0.5"][1]) > int(rows["hog"][1])  # recall: YuNet finds more real faces than HOG
+
+
+def test_video_benchmark_prints_speed_shares_and_ratios():
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "anonymize.py"), "--skip-generator", "--faces", "1",
+                          "--frames", "4", "--sequential"],
+                         capture_output=True, text=True, timeout=600, check=True).stdout
+    assert re.search(r"CPU: .*, \d+ CPUs", out)
+    runs = re.findall(r"1 face\(s\), round 1: (after|after, sequential):\s+([\d.]+) frames/s, (\d+) CPU ms/frame", out)
+    assert [r[0] for r in runs] == ["after", "after, sequential"], out
+    assert all(float(r[1]) > 0 and int(r[2]) > 0 for r in runs)
+    shares = re.findall(r"stage shares:  decode (\d+)%.*generate (\d+)%.*encode (\d+)%", out)
+    assert len(shares) == 2 and all(int(s[1]) > 0 for s in shares), out

@@ -15,7 +15,7 @@ import torch
 
 from bench.real_faces import build, group_three, match, photos, rotated, scaled
 from models.passwords import Password
-from protect.face_detect import DetectedFace, FaceDetector
+from protect.face_detect import DetectedFace, FaceDetector, box_iou
 from protect.frame import cut_crops
 from protect.pipeline import Ordered, one_thread, prefetch
 from protect.protector import FacePasswords, FaceProtector
@@ -258,7 +258,7 @@ def test_tracks_followed_on_crops_and_new_faces_looked_for_backwards(threads):
     assert paths[1].detected == list(range(6, 20, 2))  # found by the search at 8, then looked for at 6
     assert paths[1].first_frame == 0  # held 0.25 s (8 frames) before its first detection
     # the same tracks as linking the same detections in one go
-    dets = {f: [DetectedFace(box, np.zeros((5, 2), np.float32), 1.0) for _, box in v]
+    dets = {f: [DetectedFace(box, pts, 1.0) for _, box, pts in v]
             for f, v in tracker.detections().items()}
     assert [p.detected for p in build_tracks(dets, 20, max_gap=30, hold=8)] == [p.detected for p in paths]
 
@@ -329,6 +329,40 @@ def test_a_turning_face_is_followed_as_the_whole_frame_search_finds_it():
     det = YuNetDetector()
     whole = {i for i in range(0, 10, 2) if match([labels[i]], [f.box for f in det.detect(frames[i].image)])[0]}
     tracker, _, _ = follow_faces(det, iter(frames), Fraction(30), VideoOptions(progress=False), {"detect": 0.0})
-    followed = {i for i, found in tracker.detections().items() if match([labels[i]], [b for _, b in found])[0]}
+    followed = {i for i, found in tracker.detections().items() if match([labels[i]], [b for _, b, _ in found])[0]}
     assert len(whole) >= 4 and whole <= followed, (whole, followed)
-    assert len({k for v in tracker.detections().values() for k, _ in v}) == 1  # one track, one person
+    assert len({k for v in tracker.detections().values() for k, _, _ in v}) == 1  # one track, one person
+
+
+def test_a_face_cut_by_its_crop_is_looked_for_again_centred():
+    frame, boxes = group_three()
+    det = YuNetDetector()
+    box = boxes[0]
+    side = box[2] - box[0]
+    off = (box[0] - 1.1 * side, box[1], box[2] - 1.1 * side, box[3])  # expected where it no longer is
+    found = det.refine(frame, [off])
+    assert match([box], [f.box for f in found]) == (1, 0), [f.box for f in found]
+    assert max(box_iou(box, f.box) for f in found) > 0.5  # the whole face, not the part the crop held
+
+
+def test_parts_of_a_face_are_dropped_small_faces_inside_a_box_kept():
+    from protect.video import _inside_others
+    whole = DetectedFace((100.0, 100.0, 200.0, 220.0), np.zeros((5, 2), np.float32), 0.9)
+    part = DetectedFace((150.0, 105.0, 205.0, 215.0), np.zeros((5, 2), np.float32), 0.7)
+    small = DetectedFace((120.0, 120.0, 150.0, 150.0), np.zeros((5, 2), np.float32), 0.8)
+    assert _inside_others([part, whole, small]) == [whole, small]
+
+
+def test_crops_start_on_the_grid_of_every_level():
+    from protect.face_detect_yunet import _grid, _on_grid
+    # 720p levels 1.5, 1 and 0.5: a crop corner on a multiple of 64 px is on a multiple of YuNet's
+    # 32-px cells at each of them, and 1.5 x 64 is a whole number of pixels
+    assert _grid([Fraction(3, 2), Fraction(1), Fraction(1, 2)]) == 64
+    assert _grid([Fraction(1919, 1279)]) == 0  # odd sizes: no grid, crops resized on their own
+    assert _on_grid(100, 300, 1280, 64) == (64, 320) and _on_grid(1100, 1280, 1280, 64) == (1088, 1280)
+    frame, boxes = group_three()
+    det = YuNetDetector()
+    whole = det.detect(frame)
+    again = det.refine(frame, [f.box for f in whole])
+    gaps = [max(abs(a - b) for a, b in zip(f.box, g.box)) for f in whole for g in again if box_iou(f.box, g.box) > 0.5]
+    assert len(gaps) == len(whole) == 3 and max(gaps) <= 3, gaps  # the whole frame's boxes, within 3 px

@@ -18,6 +18,7 @@ tensors and nothing here waits on the device.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -112,6 +113,12 @@ class Objective:
             d_groups.append({"params": nets.FR.parameters(), "lr": lrs["FR"]})
         self.opt_D = torch.optim.Adam(d_groups, betas=betas, weight_decay=cfg["weight_decay"], fused=fused)
         self.crop = (cfg["fr_crop_height"], cfg["fr_crop_width"])
+        # feature_fr frozen: the feature losses compare embeddings of a fixed copy of FR as it is now
+        # (published or pre-trained), not of the FR that the D phase keeps fine-tuning
+        self.feature_fr = None
+        if cfg["feature_fr"] == "frozen":
+            self.feature_fr = copy.deepcopy(nets.FR)
+            set_requires_grad(self.feature_fr.parameters(), False)
 
     # ---- helpers ---------------------------------------------------------------------------------
     def autocast(self):
@@ -143,6 +150,13 @@ class Objective:
         crops = warp_to_crop(torch.cat(images), grid.repeat(n, 1, 1, 1))
         feat, (cos, phi) = self.nets.FR(self._fmt(crops))
         return list(zip(feat.chunk(n), zip(cos.chunk(n), phi.chunk(n))))
+
+    def _embed_frozen(self, images: list[torch.Tensor], grid: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """fc5 embeddings of the frozen copy (feature_fr: frozen), one per batch; gradients reach the
+        images only."""
+        n = len(images)
+        crops = warp_to_crop(torch.cat(images), grid.repeat(n, 1, 1, 1))
+        return self.feature_fr.embed(self._fmt(crops)).chunk(n)
 
     def _gan_mean(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         w = {"M": self.cfg["lambda_GAN_M"], "R": self.cfg["lambda_GAN_recon"], "WR": self.cfg["lambda_GAN_WR"]}
@@ -219,7 +233,11 @@ class Objective:
             q_bits = {"M": pw.p, "R": pw.inv, "WR": pw.w1}
             loss_dis = sum(digit_loss(q[k], q_bits[k]) for k in q)
 
-            (f_M, l_M), (f_R, l_R), (f_WR1, l_WR1), (f_M2, _), (f_WR2, _) = self._fr([M, R, WR1, M2, WR2], grid)
+            if self.feature_fr is None:
+                (f_M, l_M), (f_R, l_R), (f_WR1, l_WR1), (f_M2, _), (f_WR2, _) = self._fr([M, R, WR1, M2, WR2], grid)
+            else:
+                (_, l_M), (_, l_R), (_, l_WR1) = self._fr([M, R, WR1], grid)
+                f_M, f_WR1, f_M2, f_WR2 = self._embed_frozen([M, WR1, M2, WR2], grid)
             ce_M, ce_R, ce_WR = self.angle(l_M, label), self.angle(l_R, label), self.angle(l_WR1, label)
             lm, lwr = cfg["lambda_FR_M"], cfg["lambda_FR_WR"]
             loss_fr = (-lm * ce_M + ce_R - lwr * ce_WR) / (lm + 1 + lwr)
@@ -252,9 +270,12 @@ class Objective:
 
     # ---- checkpointing -------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"optimizer_G": self.opt_G.state_dict(), "optimizer_D": self.opt_D.state_dict(),
+        st = {"optimizer_G": self.opt_G.state_dict(), "optimizer_D": self.opt_D.state_dict(),
                 "pools": {h: p.state_dict() for h, p in self.pools.items()},
                 "angle_it": self.angle.it, "password_rng": self.pw_gen.get_state()}
+        if self.feature_fr is not None:
+            st["feature_FR"] = self.feature_fr.state_dict()
+        return st
 
     def load_state_dict(self, state: dict) -> None:
         self.opt_G.load_state_dict(state["optimizer_G"])
@@ -263,6 +284,11 @@ class Objective:
             p.load_state_dict(state["pools"][h], self.device)
         self.angle.it = int(state["angle_it"])
         self.pw_gen.set_state(state["password_rng"])
+        if self.feature_fr is not None:
+            if "feature_FR" not in state:
+                raise KeyError("feature_FR (the frozen FR of feature_fr: frozen): the checkpoint was saved by a run "
+                               "with feature_fr: trained")
+            self.feature_fr.load_state_dict(state["feature_FR"])
 
 
 def _learning_rates(cfg) -> dict:

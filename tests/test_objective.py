@@ -176,3 +176,38 @@ def test_bf16_autocast_step_runs_and_returns_tensors():
     logs = obj.step(tiny_batch()).losses
     assert all(isinstance(v, torch.Tensor) and v.dim() == 0 and not v.requires_grad for v in logs.values())
     assert all(torch.isfinite(v) for v in logs.values())
+
+
+def test_frozen_feature_fr_compares_embeddings_of_the_fr_training_began_with():
+    """feature_fr: frozen: in every step the three feature losses use the embeddings of FR as it was
+    when the objective was made, while the FR of the D phase and the A-Softmax terms go on training;
+    the copy travels in the objective's state (exact resume)."""
+    torch.manual_seed(0)
+    cfg = tiny_cfg(pool_size=0, feature_fr="frozen", FR_lr=0.01)  # FR moves far in two steps
+    nets = Networks(cfg)
+    FR0 = copy.deepcopy(nets.FR)
+    obj = Objective(cfg, nets, "cpu")
+    batch = tiny_batch()
+    grid = alignment_grid(batch["landmarks"], (64, 64), (32, 32))
+    relu_cos = lambda a, b: F.cosine_similarity(a, b).clamp_min(0).mean()  # noqa: E731
+    for _ in range(2):
+        res = obj.step(batch)
+        with torch.no_grad():
+            f = {k: FR0.embed(warp_to_crop(res.images[k], grid)) for k in ("M", "M2", "WR1", "WR2")}
+            trained = {k: nets.FR.embed(warp_to_crop(res.images[k], grid)) for k in ("M", "M2")}
+        assert res.losses["G_feat"].item() == pytest.approx(relu_cos(f["M"], f["M2"]).item(), rel=1e-4, abs=1e-6)
+        assert res.losses["G_WR_feat"].item() == pytest.approx(relu_cos(f["WR1"], f["WR2"]).item(), rel=1e-4, abs=1e-6)
+        assert res.losses["G_feat_M_WR"].item() == pytest.approx(relu_cos(f["M"], f["WR1"]).item(), rel=1e-4, abs=1e-6)
+    assert (relu_cos(trained["M"], trained["M2"]) - relu_cos(f["M"], f["M2"])).abs() > 1e-3
+    assert any(not torch.equal(a, b) for a, b in zip(nets.FR.parameters(), FR0.parameters()))  # FR trained
+    assert all(torch.equal(a, b) for a, b in zip(obj.feature_fr.parameters(), FR0.parameters()))
+    assert not any(p.requires_grad for p in obj.feature_fr.parameters())
+
+    state = obj.state_dict()
+    fresh = Objective(cfg, Networks(cfg), "cpu")
+    fresh.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.feature_fr.parameters(), FR0.parameters()))
+    from_trained_run = Objective(tiny_cfg(pool_size=0), Networks(cfg), "cpu").state_dict()
+    with pytest.raises(KeyError, match="feature_fr: trained"):
+        Objective(cfg, Networks(cfg), "cpu").load_state_dict(from_trained_run)
+    assert "feature_FR" not in Objective(tiny_cfg(), Networks(cfg), "cpu").state_dict()

@@ -105,6 +105,9 @@ SCHEMA: dict[str, Option] = {
     "angle_lambda_max": _o(1500.0, float, "A-Softmax lambda start"),
     "feature_loss": _o("cos", str, "feature loss on FR embeddings", choices=["cos", "l2"]),
     "feature_layer": _o(5, int, "FR layer of the feature loss (5: the fc5 embedding)", choices=[5]),
+    "feature_fr": _o("trained", str, "FR whose fc5 embeddings the feature losses compare: 'trained' (the paper: the FR "
+                                      "fine-tuned in the D phase) or 'frozen' (a fixed copy of FR as training began)",
+                     choices=["trained", "frozen"]),
     # ---- optimisation ------------------------------------------------------------------------
     "lr": _o(1e-4, float, "base learning rate"),
     "G_lr": _o(None, float, "generator learning rate (default lr)", nullable=True),

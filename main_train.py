@@ -17,26 +17,25 @@ import os
 import sys
 
 
-def passive_openmp_when_busy(environ=None, loadavg=None, cores: int | None = None) -> str | None:
-    """On a machine that other jobs already keep busy (1-minute load average at least half the cores),
+def passive_openmp_when_busy(environ=None, busy=None, cores: int | None = None) -> str | None:
+    """On a machine that other jobs already keep busy (at least half the cores, utils/machine.py),
     set OMP_WAIT_POLICY=PASSIVE unless the user set a policy; must run before torch is imported. The
     smoke step beside two busy processes on 2 cores took 7.5 s with the runtime's spinning default and
     3.7 s passive, but alone 0.62 s against 1.16 s (bench/oversubscription.py, docs/training_notes.md):
-    so only when busy. ``environ`` and ``loadavg``: os.environ and os.getloadavg unless given. Returns
-    the line for the run's log, or None."""
+    so only when busy. ``environ`` and ``busy``: os.environ and utils.machine.busy_cores unless given.
+    Returns the line for the run's log, or None."""
+    from utils.machine import busy_cores
+
     environ = os.environ if environ is None else environ
     if "OMP_WAIT_POLICY" in environ:
         return None
-    try:
-        load = (loadavg or os.getloadavg)()[0]
-    except OSError:
-        return None
+    load = (busy or busy_cores)()
     cores = cores or os.cpu_count() or 1
     if load < cores / 2:
         return None
     environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    return (f"the machine is busy (load average {load:.1f} on {cores} cores): OpenMP threads wait passively "
-            "(OMP_WAIT_POLICY=PASSIVE; set OMP_WAIT_POLICY yourself to choose)")
+    return (f"the machine is busy (other processes keep {load:.1f} of {cores} cores busy): OpenMP threads wait "
+            "passively (OMP_WAIT_POLICY=PASSIVE; set OMP_WAIT_POLICY yourself to choose)")
 
 
 def help_parser() -> argparse.ArgumentParser:

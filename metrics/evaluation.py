@@ -40,6 +40,7 @@ from training.distributed import pick_device
 from utils.config import SCHEMA, Config, ConfigError, check_number, load_yaml, make_config
 from utils.fileio import unwritable
 from utils.images import to_uint8
+from utils.machine import busy_cores
 
 from . import quality
 from .attack import password_attack
@@ -127,14 +128,11 @@ def evaluation_config(ckpt: dict, dataset: str, config_path: str | None, data_ro
 
 
 def idle_threads() -> int:
-    """The cores that other work leaves idle (the 1-minute load average), at least 1, at most torch's
+    """The cores that other work leaves idle (utils.machine.busy_cores), at least 1, at most torch's
     default. On a busy CPU, threads that wait for each other's time slices are far slower than one:
     on this project's 2-core machine with about 4 other processes running, the evaluation of 240
     smoke images took 116 s with one thread and 657 s with two (YuNet alone 22x slower)."""
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        return torch.get_num_threads()
+    busy = busy_cores()
     return max(1, min(torch.get_num_threads(), int((os.cpu_count() or 1) - busy + 0.5)))
 
 

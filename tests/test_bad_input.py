@@ -287,7 +287,8 @@ FIT_TRAIN = [
 @pytest.fixture
 def busy_machine(monkeypatch):
     """A machine that other jobs keep busy, whose user chose no OpenMP wait policy (restored after)."""
-    monkeypatch.setattr(os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+    import utils.machine
+    monkeypatch.setattr(utils.machine, "busy_cores", lambda *a, **k: 64.0)
     monkeypatch.setenv("OMP_WAIT_POLICY", "")  # recorded: the test's end restores the variable as it was
     monkeypatch.delenv("OMP_WAIT_POLICY")
 

@@ -370,7 +370,7 @@ def test_threads_are_the_idle_cores_unless_chosen(monkeypatch, tiny, tmp_path):
     monkeypatch.setattr(ev.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(ev.torch, "get_num_threads", lambda: 2)
     for load, threads in ((0.2, 2), (0.9, 1), (4.0, 1)):
-        monkeypatch.setattr(ev.os, "getloadavg", lambda load=load: (load, load, load))
+        monkeypatch.setattr(ev, "busy_cores", lambda load=load: load)
         assert ev.evaluation_threads(options(tiny, tmp_path)) == threads, load
     assert ev.evaluation_threads(options(tiny, tmp_path, threads=3)) == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "2")

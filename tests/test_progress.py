@@ -3,6 +3,7 @@ images and loss panels are chosen (training/validation.py, results/loss_plot.py)
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 
@@ -105,11 +106,38 @@ def test_openmp_waits_passively_only_on_a_machine_already_busy():
     from main_train import passive_openmp_when_busy
 
     env = {}
-    assert passive_openmp_when_busy(env, lambda: (0.3, 0, 0), cores=2) is None and env == {}
-    said = passive_openmp_when_busy(env, lambda: (4.2, 0, 0), cores=2)
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE"} and "load average 4.2 on 2 cores" in said
+    assert passive_openmp_when_busy(env, lambda: 0.3, cores=2) is None and env == {}
+    said = passive_openmp_when_busy(env, lambda: 4.2, cores=2)
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE"} and "keep 4.2 of 2 cores busy" in said
     mine = {"OMP_WAIT_POLICY": "ACTIVE"}  # the user's choice stays
-    assert passive_openmp_when_busy(mine, lambda: (4.2, 0, 0), cores=2) is None and mine["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert passive_openmp_when_busy(mine, lambda: 4.2, cores=2) is None and mine["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_busy_cores_is_what_other_processes_use_now_not_a_lagging_average():
+    from utils.machine import _cpu_times, busy_cores
+
+    def times(*pairs):
+        it = iter(pairs)
+        return lambda: next(it)
+
+    # half of all jiffies busy over the interval on 2 cores: one core's worth; the load average says more
+    assert busy_cores(0, lambda: (1.5, 0, 0), times((100, 1000), (150, 1100)), cores=2) == 1.0
+    # a job that ended a few seconds ago: the load average still says 1.2, the CPUs are idle now
+    assert busy_cores(0, lambda: (1.2, 0, 0), times((100, 1000), (100, 1100)), cores=2) == 0.0
+    # a busy machine whose load average has not caught up yet: the smaller of the two
+    assert busy_cores(0, lambda: (0.4, 0, 0), times((100, 1000), (200, 1100)), cores=2) == 0.4
+
+    def no_proc():
+        raise OSError("no /proc/stat")
+
+    def no_loadavg():
+        raise OSError("no load average")
+    assert busy_cores(0, lambda: (0.7, 0, 0), no_proc, cores=2) == 0.7
+    assert busy_cores(0, no_loadavg, times((0, 100), (100, 200)), cores=2) == 2.0
+    assert busy_cores(0, no_loadavg, no_proc, cores=2) == 0.0
+    if os.path.exists("/proc/stat"):
+        busy, total = _cpu_times()
+        assert 0 <= busy <= total
 
 
 def test_a_run_slow_from_its_first_step_is_said_against_the_bench_figure():

@@ -271,8 +271,8 @@ class Objective:
     # ---- checkpointing -------------------------------------------------------------------------
     def state_dict(self) -> dict:
         st = {"optimizer_G": self.opt_G.state_dict(), "optimizer_D": self.opt_D.state_dict(),
-                "pools": {h: p.state_dict() for h, p in self.pools.items()},
-                "angle_it": self.angle.it, "password_rng": self.pw_gen.get_state()}
+              "pools": {h: p.state_dict() for h, p in self.pools.items()},
+              "angle_it": self.angle.it, "password_rng": self.pw_gen.get_state()}
         if self.feature_fr is not None:
             st["feature_FR"] = self.feature_fr.state_dict()
         return st

@@ -147,16 +147,17 @@ class Objective:
         """FR on the aligned crops of several batches in one call (FR has no batch statistics, so this
         equals separate calls). Returns per-batch (fc5 features, (cos, phi))."""
         n = len(images)
-        crops = warp_to_crop(torch.cat(images), grid.repeat(n, 1, 1, 1))
-        feat, (cos, phi) = self.nets.FR(self._fmt(crops))
+        feat, (cos, phi) = self.nets.FR(self._crops(images, grid))
         return list(zip(feat.chunk(n), zip(cos.chunk(n), phi.chunk(n))))
+
+    def _crops(self, images: list[torch.Tensor], grid: torch.Tensor) -> torch.Tensor:
+        """The aligned FR crops of several batches, concatenated, all warped with the real batch's grid."""
+        return self._fmt(warp_to_crop(torch.cat(images), grid.repeat(len(images), 1, 1, 1)))
 
     def _embed_frozen(self, images: list[torch.Tensor], grid: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """fc5 embeddings of the frozen copy (feature_fr: frozen), one per batch; gradients reach the
         images only."""
-        n = len(images)
-        crops = warp_to_crop(torch.cat(images), grid.repeat(n, 1, 1, 1))
-        return self.feature_fr.embed(self._fmt(crops)).chunk(n)
+        return self.feature_fr.embed(self._crops(images, grid)).chunk(len(images))
 
     def _gan_mean(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         w = {"M": self.cfg["lambda_GAN_M"], "R": self.cfg["lambda_GAN_recon"], "WR": self.cfg["lambda_GAN_WR"]}

@@ -21,7 +21,7 @@ def build_generator(cfg) -> nn.Module:
     if kind in ("resnet_9blocks", "resnet_6blocks"):
         net = ResnetGenerator(n_blocks=int(kind.split("_")[1][0]), **common)
     elif kind in ("unet_128", "unet_64"):  # 7 or 6 downsamplings: the image shrinks to 1x1 at the bottom
-        net = UnetGenerator(num_downs=7 if kind == "unet_128" else 6, **common)
+        net = UnetGenerator(num_downs=7 if kind == "unet_128" else 6, passwd_inject=cfg["passwd_inject"], **common)
     else:
         raise ValueError(f"unknown which_model_netG {kind!r}")
     return init_weights(net, cfg["init_type"], cfg["init_gain"])

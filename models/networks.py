@@ -295,11 +295,17 @@ class ResnetGenerator(PasswordGenerator):
 
 
 class UnetBlock(nn.Module):
-    """One level of the pix2pix U-Net: down, the inner levels, up, and the skip concatenation."""
+    """One level of the pix2pix U-Net: down, the inner levels, up, and the skip concatenation.
+
+    With ``passwd_length`` set, the password is tiled onto the input of this level's up-convolution
+    as well (``passwd_inject: every_level``). Those channels are constant over the image, and nearest
+    upsampling and reflection padding keep them constant, so their share of the convolution is a
+    per-image, per-channel bias: ``pw_proj(pw)``, a linear map of the password vector, added to the
+    convolution's output. Same function as the concatenation, without building the channels."""
 
     def __init__(self, outer: int, inner: int, norm: str, inner_block: nn.Module | None = None,
                  in_ch: int | None = None, outermost: bool = False, use_dropout: bool = False,
-                 use_resize_conv: bool = True):
+                 use_resize_conv: bool = True, passwd_length: int = 0):
         super().__init__()
         self.outermost = outermost
         bias = conv_bias(norm)
@@ -322,21 +328,35 @@ class UnetBlock(nn.Module):
             if use_dropout:
                 layers.append(nn.Dropout(0.5))
         self.model = nn.Sequential(*layers)
+        self.pw_proj = nn.Linear(passwd_length, outer, bias=False) if passwd_length else None
+        self._up = next(i for i, m in enumerate(layers) if isinstance(m, (UpsampleConv2d, nn.ConvTranspose2d)))
 
-    def forward(self, x):
-        y = self.model(x)
+    def forward(self, x, pw: torch.Tensor | None = None):
+        if self.pw_proj is None and pw is None:
+            y = self.model(x)
+        else:
+            y = x
+            for i, layer in enumerate(self.model):
+                y = layer(y, pw) if isinstance(layer, UnetBlock) else layer(y)
+                if i == self._up and self.pw_proj is not None:
+                    y = y + self.pw_proj(pw.to(self.pw_proj.weight.dtype)).to(y.dtype)[:, :, None, None]
         return y if self.outermost else torch.cat([x, y], dim=1)
 
 
 class UnetGenerator(PasswordGenerator):
     """``unet_128``: the pix2pix U-Net with 7 downsamplings (128x128 -> 1x1), password tiled on input;
-    ``unet_64`` is the same with 6 (64x64 -> 1x1)."""
+    ``unet_64`` is the same with 6 (64x64 -> 1x1). ``passwd_inject='every_level'`` (a departure from
+    the spec, off by default) tiles the password onto every decoder level's input too, so that each
+    scale can change the face by the password directly instead of only through the bottleneck."""
 
     def __init__(self, passwd_length: int, ngf: int = 64, num_downs: int = 7, norm: str = "batch",
-                 use_dropout: bool = False, use_resize_conv: bool = True):
+                 use_dropout: bool = False, use_resize_conv: bool = True, passwd_inject: str = "input"):
         super().__init__()
+        if passwd_inject not in ("input", "every_level"):
+            raise ValueError(f"unknown passwd_inject {passwd_inject!r}: 'input' or 'every_level'")
         self.passwd_length = passwd_length
-        kw = dict(norm=norm, use_resize_conv=use_resize_conv)
+        self.every_level = passwd_inject == "every_level"
+        kw = dict(norm=norm, use_resize_conv=use_resize_conv, passwd_length=passwd_length if self.every_level else 0)
         block = UnetBlock(ngf * 8, ngf * 8, **kw)
         for _ in range(num_downs - 5):
             block = UnetBlock(ngf * 8, ngf * 8, inner_block=block, use_dropout=use_dropout, **kw)
@@ -345,6 +365,9 @@ class UnetGenerator(PasswordGenerator):
         block = UnetBlock(ngf, ngf * 2, inner_block=block, **kw)
         self.model = UnetBlock(3, ngf, inner_block=block, in_ch=3 + passwd_length, outermost=True, **kw)
         self._finish(norm)
+
+    def _run(self, x: torch.Tensor, pw: torch.Tensor) -> torch.Tensor:
+        return self.model(with_password(x, pw), pw if self.every_level else None)
 
 
 # ---- discriminator ----------------------------------------------------------------------------

@@ -265,3 +265,64 @@ def test_unet_64_reaches_one_pixel_at_64_and_is_batch_independent():
     assert (alone - together[1:2]).abs().max().item() < 1e-5
     with pytest.raises(ValueError, match="unet_64"):
         make_config(which_model_netG="unet_64", img_size=96)
+
+
+def _unet_with_tiled_password(block, x, pw):
+    """Reference for ``passwd_inject: every_level``, written as the option is defined: the password
+    tiled onto the input of each level's up-convolution (nearest x2, reflection pad 1, 3x3 conv whose
+    weights for those channels are the level's ``pw_proj`` spread over the kernel)."""
+    import torch.nn.functional as F
+
+    from models.networks import UnetBlock
+    y = x
+    for i, layer in enumerate(block.model):
+        if isinstance(layer, UnetBlock):
+            y = _unet_with_tiled_password(layer, y, pw)
+        elif i == block._up:
+            z = torch.cat([y, pw[:, :, None, None].expand(-1, -1, *y.shape[2:])], 1)
+            z = F.pad(F.interpolate(z, scale_factor=2, mode="nearest"), (1, 1, 1, 1), mode="reflect")
+            v = block.pw_proj.weight[:, :, None, None].expand(-1, -1, 3, 3) / 9
+            y = F.conv2d(z, torch.cat([layer.weight, v], 1), layer.bias)
+        else:
+            y = layer(y)
+    return y if block.outermost else torch.cat([x, y], 1)
+
+
+def test_password_at_every_level_equals_tiled_channels_at_every_decoder_input():
+    """The departure ``passwd_inject: every_level`` adds a per-image bias after each up-convolution:
+    the same function and gradients as tiling the password onto that convolution's input."""
+    from models.networks import with_password
+    torch.manual_seed(0)
+    cfg = make_config(which_model_netG="unet_64", img_size=64, ngf=4, passwd_inject="every_level")
+    G = build_generator(cfg).train().double()
+    projs = [m.pw_proj for m in G.modules() if getattr(m, "pw_proj", None) is not None]
+    assert len(projs) == 6 and all(p.weight.shape[1] == 16 and p.weight.std() > 0 for p in projs)
+    x = torch.rand(4, 3, 64, 64, dtype=torch.float64) * 2 - 1
+    pw = (torch.randint(0, 2, (4, 16)) - 0.5).double()
+    y, y_ref = G(x, pw), _unet_with_tiled_password(G.model, with_password(x, pw), pw)
+    assert torch.allclose(y, y_ref, atol=1e-10)
+    g = torch.randn_like(y)
+    w = projs[0].weight
+    gw, gw_ref = torch.autograd.grad(y, w, g)[0], torch.autograd.grad(y_ref, w, g)[0]
+    assert gw.abs().sum() > 0 and (gw - gw_ref).abs().max() <= 1e-9 * gw_ref.abs().max()
+    # the decoder reads the password itself: with the input's password weights at zero it still matters
+    with torch.no_grad():
+        G.model.model[0].weight[:, 3:] = 0
+        other = -pw
+        assert (G(x, pw) - G(x, other)).abs().max() > 1e-3
+
+
+def test_password_at_every_level_is_off_by_default_and_only_for_the_unet():
+    from utils.config import ConfigError
+    plain = build_generator(make_config(which_model_netG="unet_64", img_size=64, ngf=4))
+    assert not any("pw_proj" in k for k in plain.state_dict())  # the spec's parameters, nothing more
+    G = build_generator(make_config(which_model_netG="unet_64", img_size=64, ngf=4, passwd_inject="every_level"))
+    assert set(plain.state_dict()) < set(G.state_dict())
+    with pytest.raises(ConfigError, match="passwd_inject every_level is for the U-Net"):
+        make_config(passwd_inject="every_level")
+    G.eval()  # no inference statistics yet: each image beside its complementary twin, alone in the batch
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    pw = (torch.randint(0, 2, (3, 16)) - 0.5).float()
+    with torch.no_grad():
+        together, alone = G(x, pw), G(x[2:], pw[2:])
+    assert (alone - together[2:]).abs().max().item() < 1e-5

@@ -76,6 +76,9 @@ SCHEMA: dict[str, Option] = {
     # ---- networks ----------------------------------------------------------------------------
     "which_model_netG": _o("resnet_9blocks", str, "generator",
                            choices=["resnet_9blocks", "resnet_6blocks", "unet_128", "unet_64"]),
+    "passwd_inject": _o("input", str, "where G reads the password: 'input' (the paper: tiled onto the image) or "
+                                      "'every_level' (U-Net only: tiled onto every decoder level's input as well)",
+                        choices=["input", "every_level"]),
     "ngf": _o(64, int, "generator width"),
     "norm": _o("batch", str, "normalisation of G, D and Q", choices=["batch", "instance"]),
     "use_resize_conv": _o(True, bool, "upsample by nearest resize + conv instead of transposed conv"),
@@ -432,6 +435,9 @@ def validate(cfg: Config) -> Config:
         if cfg.img_size % side:
             raise ConfigError(f"config: {cfg.which_model_netG} needs img_size a multiple of {side}, "
                               f"got {cfg.img_size}")
+    if cfg.passwd_inject != "input" and not cfg.which_model_netG.startswith("unet_"):
+        raise ConfigError(f"config: passwd_inject {cfg.passwd_inject} is for the U-Net generators, "
+                          f"not {cfg.which_model_netG}")
     if cfg.lambda_GAN_M + cfg.lambda_GAN_recon + cfg.lambda_GAN_WR <= 0:
         raise ConfigError("config: lambda_GAN_M, lambda_GAN_recon and lambda_GAN_WR are weights of an average; "
                           "at least one must be positive")

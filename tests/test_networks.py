@@ -326,3 +326,16 @@ def test_password_at_every_level_is_off_by_default_and_only_for_the_unet():
     with torch.no_grad():
         together, alone = G(x, pw), G(x[2:], pw[2:])
     assert (alone - together[2:]).abs().max().item() < 1e-5
+
+
+def test_a_checkpoint_with_the_password_at_every_level_loads_for_inference(tmp_path):
+    """The anonymizer rebuilds G from the checkpoint's saved config: the option travels with it."""
+    from tests.anonymize_helpers import save_small_checkpoint
+    from training.checkpoint import InferenceModel
+    path = save_small_checkpoint(str(tmp_path / "g.pth"), which_model_netG="unet_64", passwd_inject="every_level")
+    model = InferenceModel(path)
+    assert model.cfg["passwd_inject"] == "every_level" and any("pw_proj" in k for k in model.G.state_dict())
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    pw = (torch.randint(0, 2, (2, 16)) - 0.5).float()
+    with torch.no_grad():
+        assert (model.G(x, pw) - model.G(x, -pw)).abs().max() > 1e-4

@@ -58,7 +58,7 @@ CASIA_MEAN_LANDMARKS = torch.tensor([[-0.165, -0.101], [0.158, -0.110], [0.006, 
 # The paper's generator settings, for checkpoints that carry no config.
 PAPER_G = dict(which_model_netG="resnet_9blocks", ngf=64, norm="batch", use_dropout=False,
                use_resize_conv=True, passwd_length=16, use_minus_one="half", img_size=128,
-               init_type="normal", init_gain=0.02)
+               init_type="normal", init_gain=0.02, passwd_inject="input")
 
 
 class CheckpointError(RuntimeError):

@@ -9,7 +9,9 @@ D phase (D and FR; generated images detached), one Adam step:
          against fake and I through every head against real, each a weighted mean over the heads.
 G phase (G and Q), one Adam step:
     GAN on M, R, WR1 against real; L_aux (Q's digit cross-entropies); FR with the signs flipped
-    (M and WR1 must not be recognised, R must); feature losses on the fc5 embeddings; L1 pixel terms.
+    (M and WR1 must not be recognised, R must; with ``fr_anon_target: password_identity``, a departure
+    off by default, M and WR1 are instead pulled toward the training identity their password names);
+    feature losses on the fc5 embeddings; L1 pixel terms.
 
 CE_A is the A-Softmax loss with one call counter shared by all calls, in the order M, R, WR1, real
 (D phase) then M, R, WR1 (G phase). The loop decides when to log: losses come back as detached
@@ -52,6 +54,18 @@ def feature_loss(a: torch.Tensor, b: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == "l2":
         return -F.mse_loss(a, b)
     raise ValueError(f"feature_loss must be cos or l2, got {mode!r}")
+
+
+def password_identity(bits: torch.Tensor, label: torch.Tensor, classes: int) -> torch.Tensor:
+    """The training identity a password names (``fr_anon_target: password_identity``): the code modulo
+    the number of FR classes, moved to the next class where it would be the face's own ``label``.
+    (B, L) bits -> (B,) class indices on ``label``'s device."""
+    if classes < 2:
+        raise ValueError(f"a password identity needs at least 2 FR classes, got {classes}")
+    L = bits.shape[1]
+    weights = torch.tensor([pow(2, L - 1 - i, classes) for i in range(L)], dtype=torch.int64, device=bits.device)
+    t = (bits.to(torch.int64) * weights).sum(1).remainder(classes).to(label.device, non_blocking=True)
+    return torch.where(t == label, (t + 1).remainder(classes), t)
 
 
 def digit_loss(logits: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
@@ -239,9 +253,16 @@ class Objective:
             else:
                 (_, l_M), (_, l_R), (_, l_WR1) = self._fr([M, R, WR1], grid)
                 f_M, f_WR1, f_M2, f_WR2 = self._embed_frozen([M, WR1, M2, WR2], grid)
-            ce_M, ce_R, ce_WR = self.angle(l_M, label), self.angle(l_R, label), self.angle(l_WR1, label)
             lm, lwr = cfg["lambda_FR_M"], cfg["lambda_FR_WR"]
-            loss_fr = (-lm * ce_M + ce_R - lwr * ce_WR) / (lm + 1 + lwr)
+            if cfg["fr_anon_target"] == "away":  # the paper: M and WR1 away from the true identity
+                ce_M, ce_R, ce_WR = self.angle(l_M, label), self.angle(l_R, label), self.angle(l_WR1, label)
+                loss_fr = (-lm * ce_M + ce_R - lwr * ce_WR) / (lm + 1 + lwr)
+            else:  # toward the training identity each one's password names (never the true one)
+                classes = l_M[0].shape[1]
+                ce_M = self.angle(l_M, password_identity(pw.p, label, classes))
+                ce_R = self.angle(l_R, label)
+                ce_WR = self.angle(l_WR1, password_identity(pw.w1, label, classes))
+                loss_fr = (lm * ce_M + ce_R + lwr * ce_WR) / (lm + 1 + lwr)
 
             mode = cfg["feature_loss"]
             feat_M = feature_loss(f_M, f_M2, mode)

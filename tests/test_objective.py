@@ -211,3 +211,43 @@ def test_frozen_feature_fr_compares_embeddings_of_the_fr_training_began_with():
     with pytest.raises(KeyError, match="feature_fr: trained"):
         Objective(cfg, Networks(cfg), "cpu").load_state_dict(from_trained_run)
     assert "feature_FR" not in Objective(tiny_cfg(), Networks(cfg), "cpu").state_dict()
+
+
+def test_password_identity_names_a_training_identity_other_than_the_face_own():
+    from models.objective import password_identity
+    from models.passwords import int_from_bits, random_bits
+    bits = random_bits(400, 16, torch.Generator().manual_seed(1))
+    label = torch.randint(0, 7, (400,), generator=torch.Generator().manual_seed(2))
+    t = password_identity(bits, label, 7)
+    codes = torch.tensor([int_from_bits(b) % 7 for b in bits])
+    assert not (t == label).any() and t.min() >= 0 and t.max() < 7
+    assert torch.equal(t, torch.where(codes == label, (codes + 1) % 7, codes))
+    assert (codes == label).any()  # the move to the next class was exercised
+    assert torch.equal(password_identity(bits[:5], label[:5], 7), t[:5])  # per image, not per batch
+    with pytest.raises(ValueError, match="2 FR classes"):
+        password_identity(bits, label * 0, 1)
+
+
+def test_password_identity_target_pulls_M_and_WR1_toward_the_identity_their_password_names():
+    """fr_anon_target: password_identity (a departure, off by default): the G phase's FR term is
+    (l_M CE_A(M, t(p)) + CE_A(R, y) + l_WR CE_A(WR1, t(w1))) / (l_M + 1 + l_WR); the D phase is the paper's."""
+    from models.objective import password_identity
+    torch.manual_seed(0)
+    cfg = tiny_cfg(pool_size=0, fr_anon_target="password_identity", **LAMBDAS)
+    nets = Networks(cfg)
+    obj = Objective(cfg, nets, "cpu")
+    batch = tiny_batch()
+    pw = draw_step_passwords(3, 16, torch.Generator().manual_seed(3))
+    res = obj.step(batch, pw)
+    y = batch["label"]
+    grid = alignment_grid(batch["landmarks"], (64, 64), (32, 32))
+    t_M, t_WR = password_identity(pw.p, y, 7), password_identity(pw.w1, y, 7)
+    angle = AngleLoss()
+    angle.it = obj.angle.it - 3  # the G phase's three calls, with the shared counter where they began
+    with torch.no_grad():  # FR after the D phase's step is the FR of the G phase
+        logits = {k: nets.FR(warp_to_crop(res.images[k], grid))[1] for k in ("M", "R", "WR1")}
+        gM, gR, gWR = angle(logits["M"], t_M), angle(logits["R"], y), angle(logits["WR1"], t_WR)
+    L = LAMBDAS
+    expected = (L["lambda_FR_M"] * gM + gR + L["lambda_FR_WR"] * gWR) / (L["lambda_FR_M"] + 1 + L["lambda_FR_WR"])
+    assert res.losses["G_FR"].item() == pytest.approx(expected.item(), rel=1e-4)
+    assert res.losses["G_FR_M"].item() == pytest.approx(gM.item(), rel=1e-4)

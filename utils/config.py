@@ -106,6 +106,11 @@ SCHEMA: dict[str, Option] = {
     "angle_gamma": _o(0.0, float, "A-Softmax focusing parameter gamma"),
     "angle_lambda_min": _o(5.0, float, "A-Softmax lambda floor"),
     "angle_lambda_max": _o(1500.0, float, "A-Softmax lambda start"),
+    "fr_anon_target": _o("away", str, "what the G phase's FR term asks of the anonymized and wrong-password faces: "
+                                      "'away' (the paper: -CE_A against the true identity) or 'password_identity' "
+                                      "(+CE_A toward the training identity that the password names, never the true "
+                                      "one, so that two passwords give two people)",
+                         choices=["away", "password_identity"]),
     "feature_loss": _o("cos", str, "feature loss on FR embeddings", choices=["cos", "l2"]),
     "feature_layer": _o(5, int, "FR layer of the feature loss (5: the fc5 embedding)", choices=[5]),
     "feature_fr": _o("trained", str, "FR whose fc5 embeddings the feature losses compare: 'trained' (the paper: the FR "

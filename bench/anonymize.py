@@ -3,7 +3,7 @@ and against an earlier commit, and the recall of video face finding.
 
     python bench/anonymize.py [--frames 60] [--faces 1 2 3] [--detect-every 2] [--detect-max-side N]
                               [--detector yunet|hog|cnn] [--rounds R] [--deface --deface-path DIR]
-                              [--before REF] [--sequential] [--recall FRAMES [--no-lfw]]
+                              [--before REF] [--sequential] [--recall FRAMES [--no-lfw] [--search-every N]]
                               [--device cpu] [--skip-generator] [--skip-video] [--recovery FRAMES]
                               [--authors-format] [--fp32]
 
@@ -408,7 +408,8 @@ def bench_recall(args) -> None:
     target = crop_points(CASIA_MEAN_LANDMARKS.double().numpy(), 128)
     yunet = make_detector(args.detector, max_side=args.detect_max_side, min_face=args.min_face)
     methods = {"before: whole frame, every detection frame": WholeFrame(yunet), "after: search and refine": yunet}
-    opt = VideoOptions(detect_every=args.detect_every, progress=False)
+    opt = VideoOptions(detect_every=args.detect_every, progress=False,
+                       **({"search_every": args.search_every} if args.search_every else {}))
     side = lambda b: min(b[2] - b[0], b[3] - b[1])  # noqa: E731
     # Two bands of labelled faces: clear of --min-face (at least 1.25 times), and just above it, where
     # the detector's own box (which decides whether a face is anonymized) may come out a pixel smaller.
@@ -482,6 +483,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--faces", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--detect-every", type=int, default=2)
+    ap.add_argument("--search-every", type=int, default=None,
+                    help="--recall: whole-frame searches every N frames (default: VideoOptions')")
     ap.add_argument("--detect-max-side", type=int, default=None)
     ap.add_argument("--detector", choices=DETECTORS, default=DETECTORS[0])
     ap.add_argument("--deface", action="store_true",

@@ -81,3 +81,16 @@ def test_video_benchmark_prints_speed_shares_and_ratios():
     assert all(float(r[1]) > 0 and int(r[2]) > 0 for r in runs)
     shares = re.findall(r"stage shares:  decode (\d+)%.*generate (\d+)%.*encode (\d+)%", out)
     assert len(shares) == 2 and all(int(s[1]) > 0 for s in shares), out
+
+
+def test_video_detection_benchmark_splits_searches_from_refinements():
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "video_detection.py"), "--faces", "2", "--frames", "16",
+                          "--search-every", "4", "8"], capture_output=True, text=True, timeout=300, check=True).stdout
+    rows = re.findall(r"^search_every (\d+): detection ([\d.]+) s for 16 frames \(\d+ ms a frame\); "
+                      r"search (\d+) x ([\d.]+) ms, refine (\d+) x ([\d.]+) ms; (\d+) tracks, (\d+) detections$",
+                      out, re.M)
+    assert [r[0] for r in rows] == ["4", "8"], out
+    searches = {r[0]: int(r[2]) for r in rows}
+    assert searches["4"] > searches["8"] >= 2  # every 4th (or 8th) detection frame, and the last one
+    for r in rows:
+        assert int(r[6]) == 2 and int(r[7]) >= 2 * 8 - 2  # both faces, on (nearly) every detection frame

@@ -214,6 +214,8 @@ def bench_video(ckpt: str, name: str, folder: str, args) -> None:
     runs = {"after": (root, "{}")}
     if args.sequential:
         runs["after, sequential"] = (root, json.dumps({"threads": False}))
+    if args.search_every:
+        runs[f"after, search every {args.search_every}"] = (root, json.dumps({"search_every": args.search_every}))
     if args.before:
         runs = {f"before ({args.before})": (export_tree(args.before, folder), "{}"), **runs}
     print(f"\nvideo 1280x720, {args.frames} frames, {name}, generator {'bf16' if amp else 'fp32'}, detector "
@@ -484,7 +486,8 @@ def main() -> None:
     ap.add_argument("--faces", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--detect-every", type=int, default=2)
     ap.add_argument("--search-every", type=int, default=None,
-                    help="--recall: whole-frame searches every N frames (default: VideoOptions')")
+                    help="whole-frame searches every N frames: --recall uses it instead of VideoOptions' default; "
+                         "the video bench adds a run of this code with it")
     ap.add_argument("--detect-max-side", type=int, default=None)
     ap.add_argument("--detector", choices=DETECTORS, default=DETECTORS[0])
     ap.add_argument("--deface", action="store_true",

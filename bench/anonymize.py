@@ -3,7 +3,7 @@ and against an earlier commit, and the recall of video face finding.
 
     python bench/anonymize.py [--frames 60] [--faces 1 2 3] [--detect-every 2] [--detect-max-side N]
                               [--detector yunet|hog|cnn] [--rounds R] [--deface --deface-path DIR]
-                              [--before REF] [--sequential] [--recall FRAMES [--no-lfw] [--search-every N]]
+                              [--before REF] [--sequential] [--search-every N] [--recall FRAMES [--no-lfw]]
                               [--device cpu] [--skip-generator] [--skip-video] [--recovery FRAMES]
                               [--authors-format] [--fp32]
 

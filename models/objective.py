@@ -11,7 +11,8 @@ G phase (G and Q), one Adam step:
     GAN on M, R, WR1 against real; L_aux (Q's digit cross-entropies); FR with the signs flipped
     (M and WR1 must not be recognised, R must; with ``fr_anon_target: password_identity``, a departure
     off by default, M and WR1 are instead pulled toward the training identity their password names);
-    feature losses on the fc5 embeddings; L1 pixel terms.
+    feature losses on the fc5 embeddings; L1 pixel terms. With ``lambda_mode_seeking`` (a departure, 0
+    by default) a mode-seeking term asks M, M2 and WR1, WR2 to differ as their passwords do.
 
 CE_A is the A-Softmax loss with one call counter shared by all calls, in the order M, R, WR1, real
 (D phase) then M, R, WR1 (G phase). The loop decides when to log: losses come back as detached
@@ -54,6 +55,17 @@ def feature_loss(a: torch.Tensor, b: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == "l2":
         return -F.mse_loss(a, b)
     raise ValueError(f"feature_loss must be cos or l2, got {mode!r}")
+
+
+def mode_seeking(a: torch.Tensor, b: torch.Tensor, za: torch.Tensor, zb: torch.Tensor,
+                 eps: float = 1e-5) -> torch.Tensor:
+    """The mode-seeking term of Mao et al. (CVPR 2019), per image: 1 / (eps + mean|a - b| / mean|za - zb|)
+    for two outputs a, b of one input under two password vectors za, zb, averaged over the batch.
+    Small when the outputs differ as much as their passwords; it grows without bound as G ignores the
+    password, and its pull fades as they part (it never asks for more than a bounded difference)."""
+    d_img = (a.float() - b.float()).abs().flatten(1).mean(1)
+    d_pw = (za.float() - zb.float()).abs().flatten(1).mean(1)
+    return (1.0 / (eps + d_img / d_pw)).mean()
 
 
 def password_identity(bits: torch.Tensor, label: torch.Tensor, classes: int) -> torch.Tensor:
@@ -278,6 +290,12 @@ class Objective:
             loss_pix = cfg["lambda_L1"] * l1_M + cfg["lambda_rand_recon_L1"] * l1_WR + cfg["lambda_G_recon"] * l1_R
 
             loss_G = loss_gan + cfg["lambda_dis"] * loss_dis + cfg["lambda_FR"] * loss_fr + loss_feat + loss_pix
+            extra = {}
+            if cfg["lambda_mode_seeking"]:  # a departure, off by default: two passwords, two different outputs
+                v = self.pw_vector
+                ms = mode_seeking(M, M2, v(pw.p), v(pw.p2)) + mode_seeking(WR1, WR2, v(pw.w1), v(pw.w2))
+                loss_G = loss_G + cfg["lambda_mode_seeking"] * ms
+                extra["G_mode_seeking"] = ms.detach()
         loss_G.backward()
         if self.grad_sync:
             self.grad_sync(self.g_params)
@@ -288,7 +306,7 @@ class Objective:
                 "dis_acc": acc, "G_FR": loss_fr.detach(), "G_FR_M": ce_M.detach(), "G_FR_R": ce_R.detach(),
                 "G_FR_WR": ce_WR.detach(), "G_feat": feat_M.detach(), "G_WR_feat": feat_WR.detach(),
                 "G_feat_M_WR": feat_M_WR.detach(), "L1_M": l1_M.detach(), "L1_WR": l1_WR.detach(),
-                "recon": l1_R.detach()}
+                "recon": l1_R.detach(), **extra}
 
     # ---- checkpointing -------------------------------------------------------------------------
     def state_dict(self) -> dict:

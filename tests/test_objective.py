@@ -251,3 +251,41 @@ def test_password_identity_target_pulls_M_and_WR1_toward_the_identity_their_pass
     expected = (L["lambda_FR_M"] * gM + gR + L["lambda_FR_WR"] * gWR) / (L["lambda_FR_M"] + 1 + L["lambda_FR_WR"])
     assert res.losses["G_FR"].item() == pytest.approx(expected.item(), rel=1e-4)
     assert res.losses["G_FR_M"].item() == pytest.approx(gM.item(), rel=1e-4)
+
+
+def test_mode_seeking_is_one_over_the_image_distance_per_password_distance_per_image():
+    from models.objective import mode_seeking
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(4, 3, 8, 8, generator=g), torch.rand(4, 3, 8, 8, generator=g)
+    za, zb = (encode(torch.randint(0, 2, (4, 16), generator=g), "half") for _ in range(2))
+    zb[:, 0] = -za[:, 0]  # at least one bit differs
+    per = [1 / (1e-5 + (a[i] - b[i]).abs().mean() / (za[i] - zb[i]).abs().mean()) for i in range(4)]
+    assert mode_seeking(a, b, za, zb).item() == pytest.approx(torch.stack(per).mean().item(), rel=1e-6)
+    assert mode_seeking(a[1:2], b[1:2], za[1:2], zb[1:2]).item() == pytest.approx(per[1].item(), rel=1e-6)
+    # it rises as the two outputs come together
+    assert mode_seeking(a, 0.5 * (a + b), za, zb) > mode_seeking(a, b, za, zb)
+
+
+def test_mode_seeking_option_adds_its_weighted_term_to_the_generator_loss_and_nothing_else():
+    """lambda_mode_seeking (a departure, 0 by default): G's loss gains lambda * (ms(M, M2) + ms(WR1, WR2));
+    the same step without it logs every other loss the same."""
+    from models.objective import mode_seeking
+    batch = tiny_batch()
+    runs = {}
+    for lam in (0.0, 0.7):
+        torch.manual_seed(0)
+        cfg = tiny_cfg(pool_size=0, lambda_mode_seeking=lam, **LAMBDAS)
+        obj = Objective(cfg, Networks(cfg), "cpu")
+        pw = draw_step_passwords(3, 16, torch.Generator().manual_seed(3))
+        runs[lam] = obj.step(batch, pw)
+    off, on = runs[0.0].losses, runs[0.7].losses
+    assert "G_mode_seeking" not in off
+    im = runs[0.7].images
+    enc = lambda bits: encode(bits, "half")  # noqa: E731
+    ms = (mode_seeking(im["M"], im["M2"], enc(pw.p), enc(pw.p2))
+          + mode_seeking(im["WR1"], im["WR2"], enc(pw.w1), enc(pw.w2)))
+    assert on["G_mode_seeking"].item() == pytest.approx(ms.item(), rel=1e-5)
+    assert on["G"].item() == pytest.approx(off["G"].item() + 0.7 * ms.item(), rel=1e-5)
+    for k in off:
+        if k != "G":
+            assert on[k].item() == pytest.approx(off[k].item(), rel=1e-5), k

@@ -140,6 +140,8 @@ SCHEMA: dict[str, Option] = {
     "lambda_L1": _o(10.0, float, "L1 between anonymization M and the input"),
     "lambda_rand_recon_L1": _o(10.0, float, "L1 between wrong recovery WR1 and the input"),
     "lambda_G_recon": _o(100.0, float, "L1 between recovery R and the input"),
+    "lambda_mode_seeking": _o(0.0, float, "mode-seeking term (Mao et al. 2019) on M, M2 and on WR1, WR2: 1 / (mean "
+                                          "pixel distance over mean password distance); 0 (the paper): off"),
     # ---- logging and outputs -----------------------------------------------------------------
     "print_freq": _o(50, int, "iterations between loss log lines"),
     "ckpt_per_epoch": _o(4, int, "checkpoints per epoch (besides the one at each epoch end)"),

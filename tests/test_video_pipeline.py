@@ -191,7 +191,7 @@ def test_search_and_refine_find_the_faces_the_pyramid_finds(name, image, boxes):
 
 def test_search_scales():
     y = YuNetDetector()
-    assert y.search_scales(720, 1280) == [1.25, 0.625, 0.3125]  # a 32 px face at 40 px
+    assert y.search_scales(720, 1280) == [1.0, 0.5]             # a 32 px face at 32 px
     assert y.search_scales(2160, 3840)[0] == 1.0                # never above the pyramid's top level
     assert YuNetDetector(min_face=16).search_scales(720, 1280)[0] == 1.5
     assert YuNetDetector(min_face=80).search_scales(720, 1280)[0] == 1.0  # never below full size

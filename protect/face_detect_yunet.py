@@ -12,6 +12,7 @@ levels is kept once.
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 import os
@@ -59,7 +60,43 @@ def _yunet():
     finally:
         if saved is None:
             del os.environ["OMP_WAIT_POLICY"]
-    return yuface.detect
+    return _without_gil(yuface.__file__) or yuface.detect
+
+
+# libfacedetection's C++ entry point, facedetect_cnn(result buffer, BGR pixels, width, height, row
+# step), and the size of its result buffer: an int count, then 16 shorts a face (score 0-100, box,
+# five points, one spare short), the rows that yuface.detect returns.
+FACEDETECT_SYMBOL = "_Z14facedetect_cnnPhS_iii"
+RESULT_BUFFER_BYTES = 0x9000
+
+
+def _without_gil(module_file: str):
+    """yuface.detect's own computation called through ctypes, which releases Python's lock for the
+    call (yuface's binding holds it: two threads detecting ran 1.14x, not 2x, one thread's speed).
+    Returns the same int16 rows (tests/test_face_detect.py), or None where the library or its entry
+    point is not there (yuface.detect is used then)."""
+    folder = os.path.dirname(os.path.abspath(module_file))
+    names = sorted(n for n in os.listdir(folder) if n.startswith("libfacedetection.so"))
+    try:
+        fn = getattr(ctypes.CDLL(os.path.join(folder, names[-1])), FACEDETECT_SYMBOL)
+    except (IndexError, OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_void_p
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+
+    def detect(bgr: np.ndarray) -> np.ndarray:
+        if bgr.dtype != np.uint8 or bgr.ndim != 3 or bgr.shape[2] != 3 or not bgr.flags.c_contiguous:
+            raise ValueError("YuNet needs a contiguous (H, W, 3) uint8 BGR image")
+        result = np.zeros(RESULT_BUFFER_BYTES // 4, np.int32)
+        fn(result.ctypes.data, bgr.ctypes.data, bgr.shape[1], bgr.shape[0], bgr.strides[0])
+        n = int(result[0])
+        if not 0 <= n <= (RESULT_BUFFER_BYTES - 4) // 32:
+            raise RuntimeError(f"libfacedetection returned {n} faces")
+        rows = result[1:1 + 8 * n].view(np.int16).reshape(n, 16).copy()
+        rows[:, 15] = 0  # the spare short: nothing writes it (yuface returns what the memory held)
+        return rows
+
+    return detect
 
 
 def _run(bgr: np.ndarray) -> np.ndarray:
@@ -196,7 +233,7 @@ class YuNetDetector(FaceDetector):
             faces += self._level(image, f, min(threshold, self.threshold), False)
         return suppress_overlaps(faces, self.nms_iou)
 
-    def refine(self, image: np.ndarray, boxes) -> list[DetectedFace]:
+    def refine(self, image: np.ndarray, boxes, pool=None) -> list[DetectedFace]:
         """The faces near ``boxes`` (proposals or a track's expected position), each found again on
         a crop around it (the box widened by REFINE_MARGIN of its side each way, at least
         REFINE_MIN_CROP px, and to the frame's edge when it would stop short of it by less than
@@ -205,7 +242,8 @@ class YuNetDetector(FaceDetector):
         for the rest. Scored at the detector's threshold; a face found from two boxes is kept once.
         A face that reaches an edge of its crop inside the frame is cut by the crop (a face that
         moved more than expected): it is looked for once more on a crop centred on it, and dropped
-        if that crop cuts it too."""
+        if that crop cuts it too. ``pool`` (an executor, optional): the boxes' crops are looked at
+        on its workers, with the same result as one after the other."""
         image = check_image(image)
         h, w = image.shape[:2]
         levels = self.scales(h, w)
@@ -214,44 +252,62 @@ class YuNetDetector(FaceDetector):
         # level, and whose size maps to whole pixels, is resampled onto the very pixels, and the
         # network's cells, of the whole frame's level (up to the crop's own border).
         scales = [(Fraction(max(1, round(w * f)), w), Fraction(max(1, round(h * f)), h)) for f in levels]
-        step_x = _grid([sx for sx, _ in scales])
-        step_y = _grid([sy for _, sy in scales])
-        faces = []
-        todo = [(tuple(float(v) for v in box), True) for box in boxes]
-        while todo:
-            box, again = todo.pop(0)
-            left, top, right, bottom = box
-            side = max(right - left, bottom - top, 1.0)
-            m = max(REFINE_MARGIN * side, (REFINE_MIN_CROP - side) / 2)
-            # a crop that would end less than its margin from the frame's edge reaches the edge: the
-            # face then sees the frame's border where the whole frame shows it, not a cut nearby
-            x0, y0 = int(np.floor(left - m)), int(np.floor(top - m))
-            x1, y1 = int(np.ceil(right + m)), int(np.ceil(bottom + m))
-            x0, y0 = (0 if x0 < m else x0), (0 if y0 < m else y0)
-            x1, y1 = (w if x1 > w - m else x1), (h if y1 > h - m else y1)
-            if x1 - x0 < 2 or y1 - y0 < 2:
-                continue
-            x0, x1 = _on_grid(x0, x1, w, step_x)
-            y0, y1 = _on_grid(y0, y1, h, step_y)
-            crop = np.ascontiguousarray(image[y0:y1, x0:x1])
-            for f, scale in zip(levels, scales):
-                enlarged = f > 1.0
-                if enlarged and side > REFINE_ENLARGED_MAX * ENLARGED_MAX_FACE:
-                    continue  # an enlarged level keeps no face this large
-                if side * f < REFINE_MIN_PX:
-                    continue  # too small at this level for YuNet to find
-                exact = scale if step_x and step_y else None
-                for face in self._level(crop, f, self.threshold, enlarged, exact):
-                    l_, t_, r_, b_ = face.box
-                    cut = ((x0 > 0 and l_ < 1) or (y0 > 0 and t_ < 1) or (x1 < w and r_ > x1 - x0 - 1)
-                           or (y1 < h and b_ > y1 - y0 - 1))
-                    found = (l_ + x0, t_ + y0, r_ + x0, b_ + y0)
-                    if cut:
-                        if again:  # once more, centred on it, as large as the box asked for
-                            cx, cy = (found[0] + found[2]) / 2, (found[1] + found[3]) / 2
-                            half = max(side, found[2] - found[0], found[3] - found[1]) / 2
-                            todo.append(((cx - half, cy - half, cx + half, cy + half), False))
-                        continue
-                    faces.append(DetectedFace(box=found, points=(face.points + np.float32([x0, y0])).astype(np.float32),
-                                              score=face.score))
+        grid = (_grid([sx for sx, _ in scales]), _grid([sy for _, sy in scales]))
+
+        def each(todo: list, again: bool) -> list[tuple[list, list]]:
+            boxes_ = [tuple(float(v) for v in box) for box in todo]
+            if pool is None or len(boxes_) < 2:
+                return [self._refine_box(image, box, again, levels, scales, grid) for box in boxes_]
+            return list(pool.map(lambda box: self._refine_box(image, box, again, levels, scales, grid), boxes_))
+
+        # the boxes, then the faces cut by their crops, in order: as one queue worked through in turn
+        faces, retries = [], []
+        for found, cut in each(list(boxes), True):
+            faces += found
+            retries += cut
+        for found, _ in each(retries, False):
+            faces += found
         return suppress_overlaps(faces, self.nms_iou)
+
+    def _refine_box(self, image: np.ndarray, box: tuple, again: bool, levels: list, scales: list,
+                    grid: tuple[int, int]) -> tuple[list[DetectedFace], list[tuple]]:
+        """``refine`` on one box: (the faces found, the boxes to look at again: a face cut by this
+        crop, centred, when ``again``)."""
+        h, w = image.shape[:2]
+        step_x, step_y = grid
+        faces, retries = [], []
+        left, top, right, bottom = box
+        side = max(right - left, bottom - top, 1.0)
+        m = max(REFINE_MARGIN * side, (REFINE_MIN_CROP - side) / 2)
+        # a crop that would end less than its margin from the frame's edge reaches the edge: the
+        # face then sees the frame's border where the whole frame shows it, not a cut nearby
+        x0, y0 = int(np.floor(left - m)), int(np.floor(top - m))
+        x1, y1 = int(np.ceil(right + m)), int(np.ceil(bottom + m))
+        x0, y0 = (0 if x0 < m else x0), (0 if y0 < m else y0)
+        x1, y1 = (w if x1 > w - m else x1), (h if y1 > h - m else y1)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return faces, retries
+        x0, x1 = _on_grid(x0, x1, w, step_x)
+        y0, y1 = _on_grid(y0, y1, h, step_y)
+        crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+        for f, scale in zip(levels, scales):
+            enlarged = f > 1.0
+            if enlarged and side > REFINE_ENLARGED_MAX * ENLARGED_MAX_FACE:
+                continue  # an enlarged level keeps no face this large
+            if side * f < REFINE_MIN_PX:
+                continue  # too small at this level for YuNet to find
+            exact = scale if step_x and step_y else None
+            for face in self._level(crop, f, self.threshold, enlarged, exact):
+                l_, t_, r_, b_ = face.box
+                cut = ((x0 > 0 and l_ < 1) or (y0 > 0 and t_ < 1) or (x1 < w and r_ > x1 - x0 - 1)
+                       or (y1 < h and b_ > y1 - y0 - 1))
+                found = (l_ + x0, t_ + y0, r_ + x0, b_ + y0)
+                if cut:
+                    if again:  # once more, centred on it, as large as the box asked for
+                        cx, cy = (found[0] + found[2]) / 2, (found[1] + found[3]) / 2
+                        half = max(side, found[2] - found[0], found[3] - found[1]) / 2
+                        retries.append((cx - half, cy - half, cx + half, cy + half))
+                    continue
+                faces.append(DetectedFace(box=found, points=(face.points + np.float32([x0, y0])).astype(np.float32),
+                                          score=face.score))
+        return faces, retries

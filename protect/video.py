@@ -37,9 +37,11 @@ from utils.fileio import atomic_open, atomic_write_text
 
 STAGES = ("decode", "detect", "track", "transform", "generate", "blend", "encode")
 # Pass 1: whole-frame searches run on SEARCH_WORKERS threads, the decoder up to SEARCH_AHEAD searches
-# ahead of the tracking (a search costs about three times the refining of the frames between two).
+# ahead of the tracking (a search costs about three times the refining of the frames between two);
+# the crops of one frame's tracked faces are looked at on REFINE_WORKERS threads, side by side.
 SEARCH_WORKERS = 2
 SEARCH_AHEAD = 3
+REFINE_WORKERS = 2
 
 
 @dataclass
@@ -125,20 +127,46 @@ def _inside_others(faces: list) -> list:
     return kept
 
 
+class _TimedPool:
+    """An executor's ``map`` that adds up the seconds its calls took (thread-seconds, as the other
+    stages are counted)."""
+
+    def __init__(self, pool):
+        self.pool, self.spent = pool, []
+
+    def map(self, fn, items):
+        def timed(item):
+            t = time.perf_counter()
+            try:
+                return fn(item)
+            finally:
+                self.spent.append(time.perf_counter() - t)
+        return self.pool.map(timed, items)
+
+    def take(self) -> float:
+        spent, self.spent = self.spent, []
+        return sum(spent)
+
+
 class _Finder:
     """Pass 1 with a detector that refines on crops: whole-frame searches on every ``search_every``-th
     frame, crops around the expected faces on the detection frames in between (VideoOptions)."""
 
-    def __init__(self, detector, tracker: Tracker, timings: dict):
+    def __init__(self, detector, tracker: Tracker, timings: dict, pool=None):
         self.detector, self.tracker, self.timings = detector, tracker, timings
+        self.pool = _TimedPool(pool) if pool is not None else None
         self.too_small = 0
 
     def _refine(self, image, boxes) -> list:
         if not boxes:
             return []
-        t = time.perf_counter()
-        faces = self.detector.refine(image, boxes)
-        self.timings["detect"] += time.perf_counter() - t
+        if self.pool is None:
+            t = time.perf_counter()
+            faces = self.detector.refine(image, boxes)
+            self.timings["detect"] += time.perf_counter() - t
+            return faces
+        faces = self.detector.refine(image, boxes, pool=self.pool)
+        self.timings["detect"] += self.pool.take()
         return faces
 
     def interval(self, pending: list, proposals: list) -> None:
@@ -186,7 +214,6 @@ def follow_faces(detector, frames, fps: Fraction, opt: VideoOptions, timings: di
     max_gap = max(_frames_of(opt.max_gap_s, fps), every)
     smooth = max(1, _frames_of(opt.smooth_s, fps)) | 1
     tracker = Tracker(max_gap=max_gap, hold=hold, smooth=smooth)
-    finder = _Finder(det, tracker, timings)
     seen, too_small = 0, 0
     with contextlib.ExitStack() as stack:
         bar = _progress("find faces" if opt.progress else False, total)
@@ -195,6 +222,7 @@ def follow_faces(detector, frames, fps: Fraction, opt: VideoOptions, timings: di
         # Searches run on workers of their own, started as soon as the decoder has the frame (the
         # decoder runs up to SEARCH_AHEAD searches ahead); the main thread refines and tracks.
         pool = stack.enter_context(worker_pool(SEARCH_WORKERS)) if opt.threads and crops else None
+        finder = _Finder(det, tracker, timings, stack.enter_context(worker_pool(REFINE_WORKERS)) if pool else None)
         search_times = [0.0] * (search_every * SEARCH_AHEAD + 1)
 
         def search(image, index=0):

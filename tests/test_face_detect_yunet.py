@@ -117,3 +117,54 @@ def test_runs_without_network():
             "print(len(make_detector('yunet').detect(data.astronaut()[::2, ::2].copy())))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "1", out.stderr
+
+
+def test_the_call_without_python_lock_returns_yufaces_rows(real):
+    """YuNet is called through ctypes (protect/face_detect_yunet.py ``_without_gil``): the same rows as
+    yuface's own binding (the 15 values read), on whole photos, crops, a group, a frame with no face
+    and a tiny image."""
+    import cv2
+    import yuface
+    from yuface import yuface as binding
+
+    from protect.face_detect_yunet import _without_gil, _yunet
+    detect = _without_gil(yuface.__file__)
+    assert detect is not None and _yunet() is not binding.detect
+    frame, _ = group_three(real)
+    images = [img for img, _ in real.values()] + [frame, frame[100:400, 50:601], np.zeros((40, 50, 3), np.uint8)]
+    faces = 0
+    for img in images:
+        bgr = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR)
+        want, got = np.asarray(binding.detect(bgr)), detect(bgr)
+        # the 16th short is a spare that the library leaves unwritten: yuface returns stale memory there
+        assert got.dtype == want.dtype and np.array_equal(got[:, :15], want[:, :15]) and not got[:, 15].any()
+        faces += len(got)
+    assert faces >= len(real) + 3
+    with pytest.raises(ValueError, match="contiguous"):
+        detect(bgr[:, ::2])
+
+
+def test_detection_leaves_other_python_threads_running():
+    """While one thread runs YuNet, a thread of Python code runs beside it (yuface's binding kept
+    the interpreter's lock for the whole call, so searches on worker threads ran one at a time)."""
+    import threading
+    import time
+
+    from protect.face_detect_yunet import _run
+    img = np.random.default_rng(0).integers(0, 256, (720, 1280, 3), np.uint8)
+    done = threading.Event()
+    ticks = []
+
+    def detect():
+        for _ in range(3):
+            _run(img)
+        done.set()
+
+    t = threading.Thread(target=detect)
+    t.start()
+    while not done.is_set():  # Python work: with the lock held by the detector it would barely tick
+        ticks.append(time.perf_counter())
+        time.sleep(0.001)
+    t.join()
+    longest = max(np.diff(ticks)) if len(ticks) > 1 else float("inf")
+    assert longest < 0.05, f"the other thread stood still for {longest:.3f} s"

@@ -224,7 +224,7 @@ class _World(FaceDetector):
         self.searched.append(i)
         return faces
 
-    def refine(self, image, boxes):
+    def refine(self, image, boxes, pool=None):
         i, faces = self._at(image)
         self.refined.append(i)
         inside = lambda f, b: b[0] <= (f.box[0] + f.box[2]) / 2 <= b[2] and b[1] <= (f.box[1] + f.box[3]) / 2 <= b[3]  # noqa: E731
@@ -343,6 +343,35 @@ def test_a_face_cut_by_its_crop_is_looked_for_again_centred():
     found = det.refine(frame, [off])
     assert match([box], [f.box for f in found]) == (1, 0), [f.box for f in found]
     assert max(box_iou(box, f.box) for f in found) > 0.5  # the whole face, not the part the crop held
+
+
+def test_refining_on_workers_gives_the_faces_found_in_turn():
+    """``refine`` with a pool looks at the boxes' crops side by side: the same faces, in the same
+    order, as one box after another, also where a crop cuts a face and it is looked for again."""
+    from protect.pipeline import worker_pool
+    frame, boxes = group_three()
+    det = YuNetDetector()
+    side = boxes[0][2] - boxes[0][0]
+    off = (boxes[0][0] - 1.1 * side, boxes[0][1], boxes[0][2] - 1.1 * side, boxes[0][3])  # a face cut
+    asked = [off] + [tuple(b) for b in boxes[1:]] + [(900.0, 40.0, 980.0, 120.0)]
+    in_turn = det.refine(frame, asked)
+    calls = []
+
+    class Spy:  # the pool's map, counted
+        def __init__(self, pool):
+            self.pool = pool
+
+        def map(self, fn, items):
+            items = list(items)
+            calls.append(len(items))
+            return self.pool.map(fn, items)
+
+    with worker_pool(2) as pool:
+        side_by_side = det.refine(frame, asked, pool=Spy(pool))
+    assert calls == [len(asked)]  # the boxes side by side (the one face cut, looked for again, alone)
+    assert max(box_iou(boxes[0], f.box) for f in in_turn) > 0.5  # found by looking again, centred
+    key = lambda faces: [(f.box, f.points.tolist(), f.score) for f in faces]  # noqa: E731
+    assert key(side_by_side) == key(in_turn) and len(in_turn) == 3
 
 
 def test_parts_of_a_face_are_dropped_small_faces_inside_a_box_kept():

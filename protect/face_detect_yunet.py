@@ -60,7 +60,11 @@ def _yunet():
     finally:
         if saved is None:
             del os.environ["OMP_WAIT_POLICY"]
-    return _without_gil(yuface.__file__) or yuface.detect
+    detect = _without_gil(yuface.__file__) or yuface.detect
+    # the library sets up its network's parameters on its first call; made here, once, before any
+    # two threads can call it at the same time
+    detect(np.zeros((64, 64, 3), np.uint8))
+    return detect
 
 
 # libfacedetection's C++ entry point, facedetect_cnn(result buffer, BGR pixels, width, height, row

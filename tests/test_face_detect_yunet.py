@@ -168,3 +168,20 @@ def test_detection_leaves_other_python_threads_running():
     t.join()
     longest = max(np.diff(ticks)) if len(ticks) > 1 else float("inf")
     assert longest < 0.05, f"the other thread stood still for {longest:.3f} s"
+
+
+def test_detections_on_threads_at_once_equal_those_one_after_another(real):
+    """With the lock released, threads run YuNet at the same time (video searches and refinements):
+    each call's rows are those of the same call made alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from protect.face_detect_yunet import _run
+    frame, _ = group_three(real)
+    images = [np.ascontiguousarray(img[:, :, ::-1]) for img, _ in real.values()]
+    images += [np.ascontiguousarray(frame[y:y + 360, x:x + 480, ::-1]) for y in (0, 200, 360) for x in (0, 400, 800)]
+    alone = [_run(im)[:, :15] for im in images]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(2):
+            together = list(pool.map(lambda im: _run(im)[:, :15], images))
+            assert all(np.array_equal(a, b) for a, b in zip(alone, together))
+    assert sum(len(a) for a in alone) >= len(real) + 3

@@ -77,7 +77,7 @@ RESULT_BUFFER_BYTES = 0x9000
 def _without_gil(module_file: str):
     """yuface.detect's own computation called through ctypes, which releases Python's lock for the
     call (yuface's binding holds it: two threads detecting ran 1.14x, not 2x, one thread's speed).
-    Returns the same int16 rows (tests/test_face_detect.py), or None where the library or its entry
+    Returns the same int16 rows (tests/test_face_detect_yunet.py), or None where the library or its entry
     point is not there (yuface.detect is used then)."""
     folder = os.path.dirname(os.path.abspath(module_file))
     names = sorted(n for n in os.listdir(folder) if n.startswith("libfacedetection.so"))
@@ -260,7 +260,7 @@ class YuNetDetector(FaceDetector):
 
         def each(todo: list, again: bool) -> list[tuple[list, list]]:
             boxes_ = [tuple(float(v) for v in box) for box in todo]
-            if pool is None or len(boxes_) < 2:
+            if pool is None:
                 return [self._refine_box(image, box, again, levels, scales, grid) for box in boxes_]
             return list(pool.map(lambda box: self._refine_box(image, box, again, levels, scales, grid), boxes_))
 

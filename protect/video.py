@@ -220,7 +220,8 @@ def follow_faces(detector, frames, fps: Fraction, opt: VideoOptions, timings: di
         if bar is not None:
             stack.callback(bar.close)
         # Searches run on workers of their own, started as soon as the decoder has the frame (the
-        # decoder runs up to SEARCH_AHEAD searches ahead); the main thread refines and tracks.
+        # decoder runs up to SEARCH_AHEAD searches ahead); the main thread tracks, each frame's crops
+        # refined on the refining workers.
         pool = stack.enter_context(worker_pool(SEARCH_WORKERS)) if opt.threads and crops else None
         finder = _Finder(det, tracker, timings, stack.enter_context(worker_pool(REFINE_WORKERS)) if pool else None)
         search_times = [0.0] * (search_every * SEARCH_AHEAD + 1)

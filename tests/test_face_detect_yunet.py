@@ -151,7 +151,7 @@ def test_detection_leaves_other_python_threads_running():
     import time
 
     from protect.face_detect_yunet import _run
-    img = np.random.default_rng(0).integers(0, 256, (720, 1280, 3), np.uint8)
+    img = np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), np.uint8)  # a call of 0.1-0.3 s
     done = threading.Event()
     ticks = []
 
@@ -167,7 +167,8 @@ def test_detection_leaves_other_python_threads_running():
         time.sleep(0.001)
     t.join()
     longest = max(np.diff(ticks)) if len(ticks) > 1 else float("inf")
-    assert longest < 0.05, f"the other thread stood still for {longest:.3f} s"
+    # with the binding it stood still for a whole call or more; a loaded machine may delay it a little
+    assert longest < 0.1, f"the other thread stood still for {longest:.3f} s"
 
 
 def test_detections_on_threads_at_once_equal_those_one_after_another(real):

@@ -86,6 +86,50 @@ def load_inference_stats(net: nn.Module, stats: dict) -> None:
                 raise KeyError(f"inference statistics: missing {e.args[0]}") from None
 
 
+@torch.no_grad()
+def fold_batchnorm(G: nn.Module) -> nn.Module:
+    """Make an eval-mode generator with inference statistics cheaper to run, in place, for inference
+    only: each BatchNorm's normalisation (inference mean and variance, then weight and bias) is folded
+    into the convolution right before it, ``s * (W x + b - mean) + beta`` with ``s = weight / sqrt(var +
+    eps)`` becoming one convolution with weights ``s W`` and bias ``s (b - mean) + beta``, and each
+    resize-convolution's transposed kernel is computed once. The same function in exact arithmetic;
+    the float results differ by rounding (float32: about 1e-6; under bf16 autocast by as much as
+    any two bf16 kernels do, and no further from float32: tests/test_networks.py). In a U-Net level
+    with the password injected at every level, the password's bias added between the convolution and
+    its BatchNorm is scaled the same way. Generators without inference statistics (the authors'
+    files, which normalise twins) are returned unchanged. A folded G cannot be trained again."""
+    if G.training or not getattr(G, "has_inference_stats", False):
+        return G
+    for block in G.modules():
+        if not isinstance(block, nn.Sequential):
+            continue
+        proj = getattr(_parent_of(G, block), "pw_proj", None)
+        kids = list(block._modules.items())
+        for (_, conv), (name, bn) in zip(kids, kids[1:]):
+            if not (isinstance(conv, nn.Conv2d) and isinstance(bn, BatchNorm2dNoStats)):
+                continue
+            s = bn.weight / torch.sqrt(bn.inference_var + bn.eps)
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(s)
+            conv.weight.mul_(s.view(-1, 1, 1, 1))
+            conv.bias = nn.Parameter((bias - bn.inference_mean) * s + bn.bias, requires_grad=False)
+            if proj is not None and isinstance(conv, UpsampleConv2d):
+                proj.weight.mul_(s.view(-1, 1))
+            block._modules[name] = nn.Identity()
+    for m in G.modules():
+        if isinstance(m, UpsampleConv2d):
+            m.frozen_weight = m.transposed_weight()
+    G.twin_norm = False  # no BatchNorm is left to normalise twins, and none needs to
+    G.folded = True
+    return G
+
+
+def _parent_of(root: nn.Module, child: nn.Module) -> nn.Module | None:
+    for m in root.modules():
+        if any(c is child for c in m.children()):
+            return m
+    return None
+
+
 def norm_layer(kind: str):
     if kind == "batch":
         return BatchNorm2dNoStats
@@ -149,9 +193,17 @@ class UpsampleConv2d(nn.Conv2d):
     in bf16).
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # set by fold_batchnorm: the kernel below, computed once (a buffer: it moves with .to())
+        self.register_buffer("frozen_weight", None, persistent=False)
+
+    def transposed_weight(self) -> torch.Tensor:
         taps = _UP_TAPS.to(self.weight.device, self.weight.dtype)
-        w = torch.einsum("ku,oiuv,lv->iokl", taps, self.weight, taps)  # (in, out, 4, 4)
+        return torch.einsum("ku,oiuv,lv->iokl", taps, self.weight, taps)  # (in, out, 4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.transposed_weight() if self.frozen_weight is None else self.frozen_weight
         with torch.autocast(x.device.type, enabled=False):
             x = F.pad(x, (1, 1, 1, 1), mode="replicate")
         return F.conv_transpose2d(x, w, self.bias, stride=2, padding=3)
@@ -208,12 +260,20 @@ class PasswordGenerator(nn.Module):
     the rest of the batch. In training mode the batch is used as is.
     """
 
+    folded = False  # set by fold_batchnorm
+
     def _finish(self, norm: str) -> None:
         self.twin_norm = norm == "batch"
         for m in self.modules():
             if isinstance(m, BatchNorm2dNoStats):
                 m.eval_group = 2
                 m.track_inference_stats = True
+
+    def train(self, mode: bool = True):
+        if mode and self.folded:
+            raise RuntimeError("this generator's BatchNorms are folded into its convolutions for inference "
+                               "(fold_batchnorm); load the checkpoint again to train it")
+        return super().train(mode)
 
     @property
     def has_inference_stats(self) -> bool:

@@ -339,3 +339,72 @@ def test_a_checkpoint_with_the_password_at_every_level_loads_for_inference(tmp_p
     pw = (torch.randint(0, 2, (2, 16)) - 0.5).float()
     with torch.no_grad():
         assert (model.G(x, pw) - model.G(x, -pw)).abs().max() > 1e-4
+
+
+def _trained_generator(kind: str, **kw) -> torch.nn.Module:
+    """A small G whose BatchNorms hold inference statistics from a few training batches, and whose
+    BatchNorm affines are not the identity (so that folding them is not a no-op)."""
+    torch.manual_seed(0)
+    size = 64
+    G = build_generator(make_config(which_model_netG=kind, ngf=8, **kw))
+    with torch.no_grad():
+        for m in G.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+            elif isinstance(m, torch.nn.Conv2d) and m.in_channels == 3 + 16:
+                m.weight[:, 3:] *= 50  # a G that has learnt to use its password
+            elif isinstance(m, torch.nn.Linear):  # the password's projections (every_level)
+                m.weight *= 50
+        G.train()
+        for _ in range(3):
+            G(torch.rand(4, 3, size, size) * 2 - 1, (torch.randint(0, 2, (4, 16)) - 0.5).float())
+    return G.eval()
+
+
+@pytest.mark.parametrize("kind,inject", [("resnet_6blocks", "input"), ("unet_64", "input"),
+                                         ("unet_64", "every_level")])
+def test_folded_batchnorm_computes_the_same_function(kind, inject):
+    import copy
+
+    from models.networks import BatchNorm2dNoStats, UpsampleConv2d, fold_batchnorm
+    G = _trained_generator(kind, passwd_inject=inject)
+    assert G.has_inference_stats
+    F = fold_batchnorm(copy.deepcopy(G).requires_grad_(False))
+    assert F.folded and not any(isinstance(m, BatchNorm2dNoStats) for m in F.modules())
+    assert all(m.frozen_weight is not None for m in F.modules() if isinstance(m, UpsampleConv2d))
+    assert not any("frozen" in k for k in F.state_dict())
+    torch.manual_seed(1)
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    p = (torch.randint(0, 2, (3, 16)) - 0.5).float()
+    with torch.no_grad():
+        ref = G(x, p)
+        assert ref.std() > 0.05  # not a saturated or constant output
+        assert (F(x, p) - ref).abs().max().item() < 1e-4
+        assert (F(x[1:2], p[1:2]) - ref[1:2]).abs().max().item() < 1e-4  # still batch independent
+        other = G(x, -p)
+        assert (other - ref).abs().max().item() > 1e-3  # the password matters ...
+        assert (F(x, -p) - other).abs().max().item() < 1e-4  # ... and reaches the folded G the same way
+        # bf16 autocast: no further from float32 than the unfolded G under autocast
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            e_folded = (F(x, p).float() - ref).abs().mean().item()
+            e_plain = (G(x, p).float() - ref).abs().mean().item()
+        assert e_folded < 1.5 * e_plain + 1e-3
+
+
+def test_folding_leaves_twin_normalised_generators_alone_and_cannot_be_trained():
+    import copy
+
+    from models.networks import fold_batchnorm
+    torch.manual_seed(0)
+    G = build_generator(make_config(ngf=8)).eval()  # no inference statistics: the authors' files
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    p = (torch.randint(0, 2, (2, 16)) - 0.5).float()
+    with torch.no_grad():
+        before = G(x, p)
+        assert fold_batchnorm(G) is G and not G.folded and G.twin_norm
+        assert torch.equal(G(x, p), before)
+    F = fold_batchnorm(copy.deepcopy(_trained_generator("resnet_6blocks")))
+    F.eval()  # eval stays allowed
+    with pytest.raises(RuntimeError, match="folded"):
+        F.train()

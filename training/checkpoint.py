@@ -293,6 +293,7 @@ class InferenceModel:
     def __init__(self, path: str, device="cpu", overrides: dict | None = None,
                  mean_landmarks: torch.Tensor | None = None):
         from models import build_generator
+        from models.networks import fold_batchnorm
 
         ckpt = load_checkpoint(path)
         if "state_dict_G" not in ckpt:
@@ -306,6 +307,7 @@ class InferenceModel:
         if ckpt.get("inference_stats_G"):  # our checkpoints; the authors' fall back to twin normalisation
             load_inference_stats(self.G, ckpt["inference_stats_G"])
         self.G.to(device).eval().requires_grad_(False)
+        fold_batchnorm(self.G)  # the same function, fewer passes over the images (where G has inference statistics)
         self.device = torch.device(device)
         self.img_size = int(self.cfg["img_size"])
         self.passwd_length = int(self.cfg["passwd_length"])

@@ -226,14 +226,21 @@ def paste_faces(native: np.ndarray, crops: np.ndarray, transforms, mask: BlendMa
         a = _shift(m, xs.start, ys.start)
         patch = cv2.warpAffine(np.ascontiguousarray(crop, np.float32), a, (xs.stop - xs.start, ys.stop - ys.start),
                                flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-        patch = np.clip(patch, 0.0, 255.0)
+        np.clip(patch, 0.0, 255.0, out=patch)
         if colour == 1:
             patch = (patch @ np.array([0.299, 0.587, 0.114], np.float32))[:, :, None]
-        region = view[ys, xs, :colour]
+        if scale != 1.0:
+            patch *= scale
+        region = view[ys, xs, :colour]  # a view: written in place below
         orig = region.astype(np.float32)
         wgt = weights[:, :, None]
-        blended = np.clip(np.rint(orig + wgt * (patch * scale - orig)), 0, top).astype(out.dtype)
-        view[ys, xs, :colour] = np.where(wgt > 0, blended, region)
+        # orig + wgt * (patch - orig), rounded and clipped, in the patch's own memory
+        patch -= orig
+        patch *= wgt
+        patch += orig
+        np.rint(patch, out=patch)
+        np.clip(patch, 0, top, out=patch)
+        np.copyto(region, patch, casting="unsafe", where=wgt > 0)
     return out
 
 

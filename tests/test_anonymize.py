@@ -227,6 +227,47 @@ def test_gray_rgba_and_16_bit_keep_their_form(protector, pw):
     assert np.array_equal(out[:, :, 3], rgba[:, :, 3])  # alpha untouched
 
 
+@pytest.mark.parametrize("form", ["rgb8", "rgba16", "gray8"])
+def test_paste_blends_by_the_formula_and_writes_only_the_face(form):
+    """Each written pixel is round(orig + w * (warped crop - orig)), clipped, in face order (the second
+    face overlaps the first); pixels of zero weight and alpha are never touched; inplace writes the
+    same result into the given array."""
+    import cv2
+
+    from protect.frame import _shift, blend_mask, face_transform
+
+    rng = np.random.default_rng(3)
+    s = 64
+    mask = blend_mask(s, CASIA_MEAN_LANDMARKS.numpy(), "face")
+    target = crop_points(CASIA_MEAN_LANDMARKS.numpy(), s)
+    ms = [face_transform(target * k + d, target) for k, d in ((1.3, (20.0, 15.0)), (1.1, (45.0, 30.0)))]
+    crops = rng.uniform(-8, 263, (2, s, s, 3)).astype(np.float32)  # G's output may overshoot [0, 255]
+    shape, dtype = {"rgb8": ((130, 150, 3), np.uint8), "rgba16": ((130, 150, 4), np.uint16),
+                    "gray8": ((130, 150), np.uint8)}[form]
+    native = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True)
+    expected = native.copy()
+    view = expected if expected.ndim == 3 else expected[:, :, None]
+    colour, scale, top = (1 if form == "gray8" else 3), (257.0 if dtype == np.uint16 else 1.0), np.iinfo(dtype).max
+    for crop, m in zip(crops, ms):
+        ys, xs, w = face_region(shape[:2], m, mask)
+        patch = cv2.warpAffine(crop, _shift(m, xs.start, ys.start), (xs.stop - xs.start, ys.stop - ys.start),
+                               flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+        patch = np.clip(patch, 0, 255)
+        if colour == 1:
+            patch = (patch @ np.array([0.299, 0.587, 0.114], np.float32))[:, :, None]
+        orig = view[ys, xs, :colour].astype(np.float32)
+        blended = np.clip(np.rint(orig + w[:, :, None] * (patch * scale - orig)), 0, top).astype(dtype)
+        view[ys, xs, :colour] = np.where(w[:, :, None] > 0, blended, view[ys, xs, :colour])
+    out = paste_faces(native, crops, ms, mask)
+    assert out.dtype == dtype and out.shape == shape
+    assert np.array_equal(out, expected)
+    assert (out != native).mean() > 0.05  # the faces were written
+    if form == "rgba16":
+        assert np.array_equal(out[:, :, 3], native[:, :, 3])
+    same = native.copy()
+    assert paste_faces(same, crops, ms, mask, inplace=True) is same and np.array_equal(same, expected)
+
+
 def test_given_landmarks_and_bad_input(protector, pw):
     face, pts = synthetic_face(4)
     out, rec = protector.anonymize(face, pw, landmarks=[pts])

@@ -234,16 +234,29 @@ def follow_faces(detector, frames, fps: Fraction, opt: VideoOptions, timings: di
                 search_times[index % len(search_times)] += time.perf_counter() - t
 
         def items():
+            # A detection frame that is not searched is held back (with the frames after it) until the
+            # next detection frame comes. If none comes, it is the video's last: the frames since the
+            # last search need its search, which then starts on a worker as soon as the decoder
+            # reaches the end, not when the main thread does.
+            held = []
             for fr in frames:
-                job = None
-                if pool is not None and fr.image is not None and fr.index % search_every == 0:
-                    job = pool.submit(search, fr.image, fr.index)
-                yield fr, job
+                detecting = pool is not None and fr.image is not None and fr.index % every == 0
+                if held and detecting:
+                    yield from held
+                    held = []
+                job = pool.submit(search, fr.image, fr.index) if detecting and fr.index % search_every == 0 else None
+                if held or (detecting and job is None):
+                    held.append((fr, job))
+                else:
+                    yield fr, job
+            if held:
+                held[0] = (held[0][0], pool.submit(search, held[0][0].image, held[0][0].index))
+                yield from held
 
         source = items()
         if opt.threads:
             source = stack.enter_context(contextlib.closing(prefetch(source, depth=SEARCH_AHEAD * search_every)))
-        pending = []
+        pending, last_job = [], None
         with one_thread() if opt.threads else contextlib.nullcontext():
             for fr, job in source:
                 seen += 1
@@ -259,11 +272,12 @@ def follow_faces(detector, frames, fps: Fraction, opt: VideoOptions, timings: di
                     too_small += len(found.too_small)
                     continue
                 pending.append((fr.index, fr.image))
+                last_job = job
                 if fr.index % search_every == 0:
                     finder.interval(pending, job.result() if job is not None else search(fr.image))
                     pending = []
-            if pending:  # the frames after the last search: search the last of them
-                finder.interval(pending, search(pending[-1][1]))
+            if pending:  # the frames after the last search: search the last of them (started by items())
+                finder.interval(pending, last_job.result() if last_job is not None else search(pending[-1][1]))
     timings["detect"] += sum(search_times)
     return tracker, seen, too_small + finder.too_small
 

@@ -208,7 +208,7 @@ class _World(FaceDetector):
 
     def __init__(self, faces):
         super().__init__(32)
-        self.faces, self.searched, self.refined = faces, [], []
+        self.faces, self.searched, self.refined, self.searched_on_main = faces, [], [], []
 
     def _at(self, image):
         i = int(image[0, 0, 0])
@@ -222,6 +222,7 @@ class _World(FaceDetector):
     def search(self, image):
         i, faces = self._at(image)
         self.searched.append(i)
+        self.searched_on_main.append(threading.current_thread() is threading.main_thread())
         return faces
 
     def refine(self, image, boxes, pool=None):
@@ -250,6 +251,9 @@ def test_tracks_followed_on_crops_and_new_faces_looked_for_backwards(threads):
                                     {"detect": 0.0})
     assert seen == 20
     assert sorted(det.searched) == [0, 8, 16, 18]  # every 8th frame, and the last detection frame
+    # with threads, every search runs on a worker, the last one too: it starts when the decoder
+    # reaches the end of the video, not when the main thread has refined every frame before it
+    assert not any(det.searched_on_main) if threads else all(det.searched_on_main)
     assert sorted(set(det.refined)) == list(range(0, 20, 2))  # crops on every detection frame
     assert det.refined[:5] == [0, 8, 6, 4, 2]  # the new faces of the search at 8 followed backwards first
     paths = tracker.paths(20)

@@ -123,6 +123,27 @@ def fold_batchnorm(G: nn.Module) -> nn.Module:
     return G
 
 
+@torch.no_grad()
+def with_bf16_weights(G: nn.Module) -> nn.Module:
+    """A copy of an eval-mode generator for bf16 autocast only, with its convolution weights stored in
+    bf16 (biases, norms and the password's projections stay float32, as autocast has them). Autocast
+    casts a float32 weight to bf16 on every call; this is the same cast done once. The results stay
+    as close to float32 as autocast's (tests/test_networks.py); called without autocast, the copy
+    fails on the mixed dtypes rather than computing in a precision nobody asked for."""
+    import copy
+
+    if G.training:
+        raise ValueError("with_bf16_weights is for inference: put the generator in eval mode first")
+    G = copy.deepcopy(G)
+    for m in G.modules():
+        if isinstance(m, UpsampleConv2d):
+            w = m.transposed_weight() if m.frozen_weight is None else m.frozen_weight
+            m.frozen_weight = w.to(torch.bfloat16)
+        elif isinstance(m, nn.Conv2d):
+            m.weight.data = m.weight.data.to(torch.bfloat16)
+    return G
+
+
 def _parent_of(root: nn.Module, child: nn.Module) -> nn.Module | None:
     for m in root.modules():
         if any(c is child for c in m.children()):
@@ -349,7 +370,8 @@ class ResnetGenerator(PasswordGenerator):
         pad, conv = self.model[0], self.model[1]
         w = conv.weight
         y = F.conv2d(pad(x), w[:, :3], conv.bias)
-        pw_bias = pw.to(w.dtype) @ w[:, 3:].sum(dim=(2, 3)).t()  # (B, out)
+        dt = torch.promote_types(w.dtype, torch.float32)  # sums at least in float32, also for bf16 weights
+        pw_bias = pw.to(dt) @ w[:, 3:].to(dt).sum(dim=(2, 3)).t()  # (B, out)
         y = y + pw_bias.to(y.dtype)[:, :, None, None]
         return self.model[2:](y)
 

@@ -76,6 +76,20 @@ def test_generator_depends_on_password(fmt, model, orig_ckpt):
     assert (model(x[1:], bits[1:]) - model(x, bits)[1:]).abs().max() < 1e-4
 
 
+def test_bf16_and_float32_calls_on_one_model(model):
+    """bf16 calls on the CPU run a copy of G with bf16 weights, made once; float32 calls before and
+    after are untouched by it, and bf16 results repeat bit for bit."""
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, model.img_size, model.img_size) * 2 - 1
+    bits = torch.randint(0, 2, (4, model.passwd_length))
+    a = model(x, bits, amp=False)
+    b = model(x, bits, amp=True)
+    assert torch.equal(model(x, bits, amp=False), a)
+    assert torch.equal(model(x, bits, amp=True), b)
+    assert 0 < (a - b).abs().mean().item() < 0.05
+    assert all(p.dtype == torch.float32 for p in model.G.parameters())
+
+
 def test_astronaut_found_and_only_face_region_changes(protector, astronaut_done):
     img, out, rec = astronaut_done
     assert len(rec.faces) == 1 and rec.detector["name"] == "dlib-hog"

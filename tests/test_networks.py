@@ -408,3 +408,33 @@ def test_folding_leaves_twin_normalised_generators_alone_and_cannot_be_trained()
     F.eval()  # eval stays allowed
     with pytest.raises(RuntimeError, match="folded"):
         F.train()
+
+
+@pytest.mark.parametrize("kind,fold", [("resnet_6blocks", True), ("unet_64", True), ("resnet_6blocks", False)])
+def test_bf16_weights_copy_is_as_close_to_float32_as_autocast(kind, fold):
+    """The copy for bf16 inference (weights cast once) against G under autocast (cast every call), both
+    measured from G's float32 output; folded generators and twin-normalised ones (fold=False)."""
+    import copy
+
+    from models.networks import fold_batchnorm, with_bf16_weights
+    G = _trained_generator(kind)
+    if fold:
+        G = fold_batchnorm(copy.deepcopy(G).requires_grad_(False))
+    else:  # the authors' files: no inference statistics, twins normalised together
+        G = build_generator(make_config(which_model_netG=kind, ngf=8)).eval()
+    B = with_bf16_weights(G)
+    assert all(p.dtype == torch.float32 for p in G.parameters())  # G itself is left as it was
+    assert any(p.dtype == torch.bfloat16 for p in B.parameters())
+    torch.manual_seed(2)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    p = (torch.randint(0, 2, (2, 16)) - 0.5).float()
+    with torch.no_grad():
+        ref = G(x, p)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            e_copy = (B(x, p).float() - ref).abs().mean().item()
+            e_autocast = (G(x, p).float() - ref).abs().mean().item()
+        assert e_copy < 1.5 * e_autocast + 1e-3
+        with pytest.raises(RuntimeError):  # not for float32 calls
+            B(x, p)
+    with pytest.raises(ValueError, match="eval"):
+        with_bf16_weights(copy.deepcopy(G).train() if not fold else build_generator(make_config(ngf=8)))

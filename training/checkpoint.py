@@ -286,6 +286,10 @@ def generator_config(ckpt: dict, overrides: dict | None = None, path: str = "che
 class InferenceModel:
     """The generator of a checkpoint, ready for inference (eval mode: per-image normalisation).
 
+    With inference statistics (our checkpoints) G's BatchNorms are folded into its convolutions
+    (``fold_batchnorm``: the same function); bf16 calls on the CPU run a copy of G with bf16 weights
+    (``with_bf16_weights``), made on the first such call.
+
     Attributes: G, cfg (generator settings), img_size, passwd_length, mode (password encoding),
     mean_landmarks ((5, 2) normalised), fingerprint (of G's weights), original_format (bool),
     trained_on (the ``dataset`` of the checkpoint's saved config; None for the authors' files).

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -224,14 +225,15 @@ def follow_faces(detector, frames, fps: Fraction, opt: VideoOptions, timings: di
         # refined on the refining workers.
         pool = stack.enter_context(worker_pool(SEARCH_WORKERS)) if opt.threads and crops else None
         finder = _Finder(det, tracker, timings, stack.enter_context(worker_pool(REFINE_WORKERS)) if pool else None)
-        search_times = [0.0] * (search_every * SEARCH_AHEAD + 1)
+        search_time, search_lock = [0.0], threading.Lock()
 
-        def search(image, index=0):
+        def search(image):
             t = time.perf_counter()
             try:
                 return det.search(image)
-            finally:  # one slot per frame: no two workers write the same one
-                search_times[index % len(search_times)] += time.perf_counter() - t
+            finally:  # searches run on several workers at once
+                with search_lock:
+                    search_time[0] += time.perf_counter() - t
 
         def items():
             # A detection frame that is not searched is held back (with the frames after it) until the
@@ -244,13 +246,13 @@ def follow_faces(detector, frames, fps: Fraction, opt: VideoOptions, timings: di
                 if held and detecting:
                     yield from held
                     held = []
-                job = pool.submit(search, fr.image, fr.index) if detecting and fr.index % search_every == 0 else None
+                job = pool.submit(search, fr.image) if detecting and fr.index % search_every == 0 else None
                 if held or (detecting and job is None):
                     held.append((fr, job))
                 else:
                     yield fr, job
             if held:
-                held[0] = (held[0][0], pool.submit(search, held[0][0].image, held[0][0].index))
+                held[0] = (held[0][0], pool.submit(search, held[0][0].image))
                 yield from held
 
         source = items()
@@ -278,7 +280,7 @@ def follow_faces(detector, frames, fps: Fraction, opt: VideoOptions, timings: di
                     pending = []
             if pending:  # the frames after the last search: search the last of them (started by items())
                 finder.interval(pending, last_job.result() if last_job is not None else search(pending[-1][1]))
-    timings["detect"] += sum(search_times)
+    timings["detect"] += search_time[0]
     return tracker, seen, too_small + finder.too_small
 
 

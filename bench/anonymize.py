@@ -129,8 +129,9 @@ def make_video(path: str, faces: int, frames: int, fps: int = 30) -> None:
 
     def frame(i):
         img = bg.copy()
+        drift = i % 120 if i % 120 < 60 else 120 - i % 120  # right for 2 s, then back: clips of any length
         for k in range(faces):
-            x, y = 60 + 400 * k + 2 * i, 200 + 80 * (k % 2) + (i % 20)
+            x, y = 60 + 400 * k + 2 * drift, 200 + 80 * (k % 2) + (i % 20)
             img[y:y + 240, x:x + 240] = sprites[k]
         return img
 

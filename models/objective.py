@@ -159,7 +159,8 @@ class Objective:
         return encode(bits, self.cfg["use_minus_one"]).to(self.device, non_blocking=True)
 
     def draw_passwords(self, batch: int) -> StepPasswords:
-        return draw_step_passwords(batch, self.cfg["passwd_length"], self.pw_gen)
+        return draw_step_passwords(batch, self.cfg["passwd_length"], self.pw_gen,
+                                   near_wrong=self.cfg["near_wrong_passwords"])
 
     def generate(self, real: torch.Tensor, pw: StepPasswords) -> dict[str, torch.Tensor]:
         """The five generated batches of a step (with graph)."""

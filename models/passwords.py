@@ -123,13 +123,27 @@ class StepPasswords:
         return f"StepPasswords(batch={self.p.shape[0]}, bits={self.p.shape[1]})"
 
 
+def flip_masks(batch: int, length: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, L) uint8 masks, each with k ones at random places, k uniform in 1..L per row."""
+    k = torch.randint(1, length + 1, (batch, 1), generator=generator)
+    order = torch.rand(batch, length, generator=generator).argsort(dim=1)
+    return (order < k).to(torch.uint8)
+
+
 def draw_step_passwords(batch: int, length: int, generator: torch.Generator | None = None,
-                        device="cpu") -> StepPasswords:
+                        device="cpu", near_wrong: bool = False) -> StepPasswords:
+    """p, p2, w1, w2 uniform (the paper), with the inequalities of :class:`StepPasswords`. With
+    ``near_wrong`` (a departure, off by default), w1 is inv with k of its bits flipped, k uniform in
+    1..L per sample: wrong passwords at every distance from the right one, half of them within L/2
+    bits (a uniform w1 is L/2 bits away on average)."""
     check_length(length)
     p = random_bits(batch, length, generator, device)
     p2 = redraw_equal(random_bits(batch, length, generator, device), [p], generator)
     inv = complement(p)
-    w1 = redraw_equal(random_bits(batch, length, generator, device), [inv], generator)
+    if near_wrong:
+        w1 = inv ^ flip_masks(batch, length, generator).to(inv.device)
+    else:
+        w1 = redraw_equal(random_bits(batch, length, generator, device), [inv], generator)
     w2 = redraw_equal(random_bits(batch, length, generator, device), [inv, w1], generator)
     return StepPasswords(p, p2, inv, w1, w2)
 

@@ -124,6 +124,14 @@ def changed(module, snap):
     return {k: not torch.equal(v, snap[k]) for k, v in module.named_parameters()}
 
 
+def test_near_wrong_passwords_reach_the_training_step():
+    obj = Objective(tiny_cfg(near_wrong_passwords=True), Networks(tiny_cfg()), "cpu")
+    pw = obj.draw_passwords(400)
+    assert ((pw.w1 != pw.inv).sum(1) == 1).sum() >= 10 and not (pw.w1 == pw.inv).all(1).any()  # 1 in 16
+    paper = Objective(tiny_cfg(), Networks(tiny_cfg()), "cpu").draw_passwords(400)
+    assert ((paper.w1 != paper.inv).sum(1) == 1).sum() <= 2  # uniform 16-bit codes: 1 in 4096
+
+
 @pytest.mark.parametrize("fr_lr", [None, 0.0])
 def test_each_phase_changes_exactly_its_parameters(fr_lr):
     torch.manual_seed(0)

@@ -53,6 +53,25 @@ def test_step_passwords_respect_the_constraints():
         assert not same(pw.w1, pw.inv).any() and not same(pw.w2, pw.inv).any() and not same(pw.w2, pw.w1).any()
 
 
+def test_near_wrong_passwords_are_the_recovery_password_with_one_to_all_bits_flipped():
+    g = torch.Generator().manual_seed(0)
+    plain = draw_step_passwords(4000, 16, torch.Generator().manual_seed(2))
+    pw = draw_step_passwords(4000, 16, g, near_wrong=True)
+    same = lambda a, b: (a == b).all(1)  # noqa: E731
+    assert not same(pw.p, pw.p2).any() and torch.equal(pw.inv, 1 - pw.p)
+    assert not same(pw.w2, pw.inv).any() and not same(pw.w2, pw.w1).any()
+    flipped = (pw.w1 != pw.inv).sum(1)
+    counts = torch.bincount(flipped, minlength=17)
+    assert counts[0] == 0 and (counts[1:] > 4000 / 16 * 0.7).all()  # every distance 1..16, about equally
+    assert ((pw.w1.float().mean(0) - 0.5).abs() < 0.05).all()  # no bit position favoured
+    # the paper's uniform draw puts most wrong passwords near L/2 bits away, few within 2
+    assert ((plain.w1 != plain.inv).sum(1) <= 2).float().mean() < 0.01 < (flipped <= 2).float().mean() - 0.1
+    # p, p2 and w2 come from the same stream as without the option, so only w1 (and w2 after it) change
+    g2 = torch.Generator().manual_seed(0)
+    off = draw_step_passwords(4000, 16, g2)
+    assert torch.equal(off.p, pw.p) and torch.equal(off.p2, pw.p2)
+
+
 def test_drawing_is_uniform_enough():
     pw = draw_step_passwords(4000, 16, torch.Generator().manual_seed(1))
     mean = pw.p.float().mean(0)

@@ -140,6 +140,8 @@ SCHEMA: dict[str, Option] = {
     "lambda_L1": _o(10.0, float, "L1 between anonymization M and the input"),
     "lambda_rand_recon_L1": _o(10.0, float, "L1 between wrong recovery WR1 and the input"),
     "lambda_G_recon": _o(100.0, float, "L1 between recovery R and the input"),
+    "near_wrong_passwords": _o(False, bool, "training draws the first wrong password as the recovery password with "
+                                            "k of its bits flipped, k uniform in 1..L (false, the paper: uniform)"),
     "lambda_mode_seeking": _o(0.0, float, "mode-seeking term (Mao et al. 2019) on M, M2 and on WR1, WR2: 1 / (mean "
                                           "pixel distance over mean password distance); 0 (the paper): off"),
     # ---- logging and outputs -----------------------------------------------------------------

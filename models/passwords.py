@@ -125,8 +125,9 @@ class StepPasswords:
 
 def flip_masks(batch: int, length: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """(B, L) uint8 masks, each with k ones at random places, k uniform in 1..L per row."""
-    k = torch.randint(1, length + 1, (batch, 1), generator=generator)
-    order = torch.rand(batch, length, generator=generator).argsort(dim=1)
+    dev = generator.device if generator is not None else "cpu"
+    k = torch.randint(1, length + 1, (batch, 1), generator=generator, device=dev)
+    order = torch.rand(batch, length, generator=generator, device=dev).argsort(dim=1)
     return (order < k).to(torch.uint8)
 
 

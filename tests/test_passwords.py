@@ -66,7 +66,7 @@ def test_near_wrong_passwords_are_the_recovery_password_with_one_to_all_bits_fli
     assert ((pw.w1.float().mean(0) - 0.5).abs() < 0.05).all()  # no bit position favoured
     # the paper's uniform draw puts most wrong passwords near L/2 bits away, few within 2
     assert ((plain.w1 != plain.inv).sum(1) <= 2).float().mean() < 0.01 < (flipped <= 2).float().mean() - 0.1
-    # p, p2 and w2 come from the same stream as without the option, so only w1 (and w2 after it) change
+    # p and p2 are drawn as without the option; only w1, and w2 drawn after it, differ
     g2 = torch.Generator().manual_seed(0)
     off = draw_step_passwords(4000, 16, g2)
     assert torch.equal(off.p, pw.p) and torch.equal(off.p2, pw.p2)

@@ -6,6 +6,8 @@ activation and pooling layers exactly as the original networks do.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -130,8 +132,6 @@ def with_bf16_weights(G: nn.Module) -> nn.Module:
     casts a float32 weight to bf16 on every call; this is the same cast done once. The results stay
     as close to float32 as autocast's (tests/test_networks.py); called without autocast, the copy
     fails on the mixed dtypes rather than computing in a precision nobody asked for."""
-    import copy
-
     if G.training:
         raise ValueError("with_bf16_weights is for inference: put the generator in eval mode first")
     G = copy.deepcopy(G)

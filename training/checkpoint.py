@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from models.networks import inference_stats, load_inference_stats
+from models.networks import fold_batchnorm, inference_stats, load_inference_stats, with_bf16_weights
 from utils.fileio import atomic_torch_save
 
 FORMAT = "face-identity-transformer/1"
@@ -298,7 +298,6 @@ class InferenceModel:
     def __init__(self, path: str, device="cpu", overrides: dict | None = None,
                  mean_landmarks: torch.Tensor | None = None):
         from models import build_generator
-        from models.networks import fold_batchnorm
 
         ckpt = load_checkpoint(path)
         if "state_dict_G" not in ckpt:
@@ -346,6 +345,5 @@ class InferenceModel:
             return self.G
         with self._lock:
             if self._G_bf16 is None:
-                from models.networks import with_bf16_weights
                 self._G_bf16 = with_bf16_weights(self.G)
         return self._G_bf16

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from models.networks import fold_batchnorm, inference_stats, load_inference_stats, with_bf16_weights
+from models.onednn import fuse_for_onednn
 from utils.fileio import atomic_torch_save
 
 FORMAT = "face-identity-transformer/1"
@@ -288,7 +289,8 @@ class InferenceModel:
 
     With inference statistics (our checkpoints) G's BatchNorms are folded into its convolutions
     (``fold_batchnorm``: the same function); bf16 calls on the CPU run a copy of G with bf16 weights
-    (``with_bf16_weights``), made on the first such call.
+    (``with_bf16_weights``), and CPU calls run G with oneDNN's fused convolutions where they apply
+    (``fuse_for_onednn``), each made on the first call that needs it.
 
     Attributes: G, cfg (generator settings), img_size, passwd_length, mode (password encoding),
     mean_landmarks ((5, 2) normalised), fingerprint (of G's weights), original_format (bool),
@@ -312,7 +314,7 @@ class InferenceModel:
             load_inference_stats(self.G, ckpt["inference_stats_G"])
         self.G.to(device).eval().requires_grad_(False)
         fold_batchnorm(self.G)  # the same function, fewer passes over the images (where G has inference statistics)
-        self._G_bf16, self._lock = None, threading.Lock()
+        self._cpu, self._lock = {}, threading.Lock()  # amp -> the G that CPU calls run (_generator)
         self.device = torch.device(device)
         self.img_size = int(self.cfg["img_size"])
         self.passwd_length = int(self.cfg["passwd_length"])
@@ -339,11 +341,12 @@ class InferenceModel:
             return self._generator(amp)(x, v).float()
 
     def _generator(self, amp: bool) -> torch.nn.Module:
-        """G, or for bf16 on the CPU a copy of it with bf16 convolution weights, made on the first such
-        call: autocast's per-call weight casts were 6% of a paper-size G's time on an AMX CPU."""
-        if not amp or self.device.type != "cpu":
+        """G; on the CPU, G with oneDNN's fused convolutions where they apply (models/onednn.py), and
+        for bf16 that of a copy of G with bf16 convolution weights (autocast's per-call weight casts
+        were 6% of a paper-size G's time on an AMX CPU). Each is made on the first call that needs it."""
+        if self.device.type != "cpu":
             return self.G
         with self._lock:
-            if self._G_bf16 is None:
-                self._G_bf16 = with_bf16_weights(self.G)
-        return self._G_bf16
+            if amp not in self._cpu:
+                self._cpu[amp] = fuse_for_onednn(with_bf16_weights(self.G) if amp else self.G)
+        return self._cpu[amp]

@@ -116,8 +116,9 @@ def _image_box(m: np.ndarray, u0: float, v0: float, u1: float, v1: float, margin
     return x0, y0, x1, y1
 
 
-def cut_crop(rgb: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
-    """One face crop: (size, size, 3) float32 in [0, 255] from an HxWx3 uint8 RGB image."""
+def cut_crop(rgb, m: np.ndarray, size: int) -> np.ndarray:
+    """One face crop: (size, size, 3) float32 in [0, 255] from an HxWx3 uint8 RGB image (or a video
+    frame kept in YUV, protect/yuv.py: anything with ``shape`` and ``rgb_region``)."""
     h, w = rgb.shape[:2]
     shrink = 1.0 / _scale(m)
     sigma = (shrink - 1.0) / 2.0 if shrink > 1.0 else 0.0
@@ -126,14 +127,14 @@ def cut_crop(rgb: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
     if x1 <= x0 or y1 <= y0:  # the crop lies wholly outside the photo: sample from the nearest edge
         x0, y0 = min(max(x0, 0), w - 1), min(max(y0, 0), h - 1)
         x1, y1 = x0 + 1, y0 + 1
-    roi = rgb[y0:y1, x0:x1].astype(np.float32)
+    roi = rgb[y0:y1, x0:x1].astype(np.float32) if isinstance(rgb, np.ndarray) else rgb.rgb_region(y0, y1, x0, x1)
     if sigma >= 0.3:
         roi = cv2.GaussianBlur(roi, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)
     return cv2.warpAffine(roi, _shift(m, x0, y0), (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REFLECT_101)
 
 
-def cut_crops(rgb: np.ndarray, transforms, size: int) -> torch.Tensor:
+def cut_crops(rgb, transforms, size: int) -> torch.Tensor:
     """(N, 3, size, size) float32 in [-1, 1] for the network (utils/images.py's scaling)."""
     if not len(transforms):
         return torch.zeros(0, 3, size, size)

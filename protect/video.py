@@ -34,6 +34,7 @@ from protect.protector import ApproximateRecoveryWarning, FacePasswords, FacePro
 from protect.record import Record, file_sha256, sidecar_path
 from protect.track import Tracker, TrackPath, match_score
 from protect.video_io import VIDEO_EXTENSIONS, VideoError, VideoReader, VideoWriter
+from protect.yuv import YuvImage
 from utils.fileio import atomic_open, atomic_write_text
 
 STAGES = ("decode", "detect", "track", "transform", "generate", "blend", "encode")
@@ -96,9 +97,10 @@ def _progress(label, total):
     return tqdm(total=total, desc=label, unit="frame", dynamic_ncols=True)
 
 
-def _decoded(reader: VideoReader, wanted, busy: list):
-    """The reader's frames (pixels only where ``wanted``), the decoding time added to ``busy[0]``."""
-    frames = reader.frames(wanted)
+def _decoded(reader: VideoReader, wanted, busy: list, yuv: bool = False):
+    """The reader's frames (pixels only where ``wanted``; YuvImage with ``yuv``), the decoding time
+    added to ``busy[0]``."""
+    frames = reader.frames(wanted, yuv)
     while True:
         t = time.perf_counter()
         fr = next(frames, None)
@@ -324,10 +326,10 @@ class FacePlan:
     inverse: bool = False
 
 
-def _batches(reader: VideoReader, size: int, busy: list):
+def _batches(reader: VideoReader, size: int, busy: list, yuv: bool):
     """Lists of ``size`` frames (the last may be shorter): frames are not copied into one array."""
     buf = []
-    for fr in _decoded(reader, None, busy):
+    for fr in _decoded(reader, None, busy, yuv):
         buf.append(fr)
         if len(buf) == size:
             yield buf
@@ -353,7 +355,11 @@ def _faces_of_batch(protector: FaceProtector, frames: list, jobs: list, password
         at = 0
         for fr, job in zip(frames, jobs):
             if job:
-                paste_faces(fr.image, gen[at:at + len(job)], [m for _, m in job], protector.mask, inplace=True)
+                crops, transforms = gen[at:at + len(job)], [m for _, m in job]
+                if isinstance(fr.image, YuvImage):
+                    fr.image.paste_faces(crops, transforms, protector.mask)
+                else:
+                    paste_faces(fr.image, crops, transforms, protector.mask, inplace=True)
                 at += len(job)
         spent["blend"] += time.perf_counter() - t
     return frames, spent
@@ -386,7 +392,10 @@ def render(protector: FaceProtector, files: VideoFiles, plan: FacePlan, opt: Vid
         if bar is not None:
             stack.callback(bar.close)
         busy = [0.0]
-        batches = _batches(reader, opt.batch_frames, busy)
+        # 8-bit 4:2:0 in and out (most videos): frames stay in YUV, only the faces are converted
+        # (protect/yuv.py); otherwise RGB
+        yuv = writer.takes_yuv(reader.yuv420)
+        batches = _batches(reader, opt.batch_frames, busy, yuv)
         pool = None
         if opt.threads:
             batches = stack.enter_context(contextlib.closing(prefetch(batches, depth=2)))
@@ -402,7 +411,8 @@ def render(protector: FaceProtector, files: VideoFiles, plan: FacePlan, opt: Vid
                 writer.write(fr.image, fr.pts)
                 if boxes is not None:
                     job = by_frame.get(fr.index, [])
-                    boxes.write(draw_face_boxes(fr.image, [m for _, m in job], protector.size), fr.pts)
+                    rgb = fr.image.to_rgb() if isinstance(fr.image, YuvImage) else fr.image
+                    boxes.write(draw_face_boxes(rgb, [m for _, m in job], protector.size), fr.pts)
                 crops_done += len(by_frame.get(fr.index, []))
             timings["encode"] += time.perf_counter() - t
             if bar is not None:

@@ -41,11 +41,14 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from protect.yuv import YUV_COLORSPACES, YuvImage
 from utils.fileio import atomic_open
 
 __all__ = ["VideoError", "TruncatedVideoWarning", "AudioInfo", "VideoInfo", "Frame", "FrameBatch",
            "VideoReader", "VideoWriter", "VIDEO_EXTENSIONS", "Orientation", "orientation", "orient",
-           "inverse_orientation", "matrix_from_rotate_tag"]
+           "inverse_orientation", "orient_yuv", "matrix_from_rotate_tag", "YUV420_FORMATS"]
+
+YUV420_FORMATS = {"yuv420p": False, "yuvj420p": True}  # 8-bit 4:2:0 decoder formats -> full range
 
 VIDEO_EXTENSIONS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
 
@@ -107,6 +110,13 @@ def inverse_orientation(o: Orientation) -> Orientation:
     return (a, c, b, d)  # orthogonal: the inverse is the transpose
 
 
+def orient_yuv(image: YuvImage, o: Orientation) -> YuvImage:
+    """Orientation ``o`` applied to each plane of a 4:2:0 frame (a quarter turn swaps the chroma
+    planes' sides as it does the luma plane's, so they stay half its size)."""
+    y, u, v = (orient(p[:, :, None], o)[:, :, 0] for p in (image.y, image.u, image.v))
+    return YuvImage.from_planes(y, u, v, image.colorspace, image.full_range)
+
+
 def matrix_from_rotate_tag(degrees_cw: float) -> tuple[int, ...]:
     """The display matrix of the legacy ``rotate`` tag (clockwise degrees), as FFmpeg builds it."""
     r = math.radians(degrees_cw)
@@ -165,7 +175,8 @@ class Frame:
     index: int
     pts: int  # in the stream's time base (VideoInfo.time_base)
     time: float  # seconds
-    image: np.ndarray | None  # HxWx3 uint8 RGB, upright; None when not converted (VideoReader.frames)
+    image: np.ndarray | YuvImage | None  # HxWx3 uint8 RGB, upright; a YuvImage from frames(yuv=True);
+    # None when not converted (VideoReader.frames)
 
 
 @dataclass
@@ -278,6 +289,7 @@ class VideoReader:
         count = int(s.frames) if exact else (round(duration * fps) if duration else None)
         cw, ch = first.width, first.height
         swap = self._orient is not None and self._orient[0] == 0
+        self._yuv_format = first.format.name
         self.info = VideoInfo(
             path=self.path, width=ch if swap else cw, height=cw if swap else ch, coded_width=cw,
             coded_height=ch, fps=Fraction(fps), time_base=Fraction(tb), frame_count=count,
@@ -289,6 +301,17 @@ class VideoReader:
             audio=tuple(AudioInfo(a.index, a.codec_context.name, a.rate, a.codec_context.channels)
                         for a in c.streams.audio),
         )
+
+    @property
+    def yuv420(self) -> tuple[int, bool] | None:
+        """The colour system (colorspace, full range) of the YuvImage frames that ``frames(yuv=True)``
+        gives, or None where it cannot: frames come as YuvImage when the stream is 8-bit 4:2:0 with an
+        even coded size, an upright orientation and a colour matrix that protect/yuv.py knows."""
+        info = self.info
+        if (self._yuv_format in YUV420_FORMATS and info.coded_width % 2 == 0 and info.coded_height % 2 == 0
+                and info.upright and info.colorspace in YUV_COLORSPACES):
+            return info.colorspace, YUV420_FORMATS[self._yuv_format] or info.color_range == 2
+        return None
 
     def _decode(self) -> Iterator[av.VideoFrame]:
         try:
@@ -305,9 +328,17 @@ class VideoReader:
         warnings.warn(f"{self.path}: video ends early, {why}: decoded {self.frames_decoded}{expected} frames",
                       TruncatedVideoWarning, stacklevel=4)
 
-    def _to_frame(self, f: av.VideoFrame, index: int, convert: bool = True) -> Frame:
+    def _to_frame(self, f: av.VideoFrame, index: int, convert: bool = True,
+                  yuv: tuple[int, bool] | None = None) -> Frame:
         rgb = None
-        if convert:
+        if convert and yuv is not None:
+            w, h = self.info.coded_width, self.info.coded_height
+            if f.format.name != self._yuv_format or (f.width, f.height) != (w, h):
+                f = f.reformat(w, h, self._yuv_format)  # the stream changed its format mid-way
+            rgb = YuvImage(f.to_ndarray(), h, w, *yuv)
+            if self._orient is not None:
+                rgb = orient_yuv(rgb, self._orient)
+        elif convert:
             rgb = f.to_ndarray(format="rgb24", src_color_range=f.color_range or None)
             if self._orient is not None:
                 rgb = np.ascontiguousarray(orient(rgb, self._orient))
@@ -319,17 +350,21 @@ class VideoReader:
     def __iter__(self) -> Iterator[Frame]:
         return self.frames()
 
-    def frames(self, wanted=None) -> Iterator[Frame]:
+    def frames(self, wanted=None, yuv: bool = False) -> Iterator[Frame]:
         """Every frame in order, as iterating the reader gives them. With ``wanted`` (frame index ->
         bool), the frames it does not want come without pixels (``image`` None): decoded, since the
-        codec needs them, but not converted to RGB."""
+        codec needs them, but not converted to RGB. With ``yuv`` (where ``yuv420``), images are the
+        decoded planes as YuvImage (protect/yuv.py), not converted at all."""
         if self._used:
             raise VideoError(f"{self.path}: a VideoReader is read once; open a new one to read again")
+        system = self.yuv420 if yuv else None
+        if yuv and system is None:
+            raise VideoError(f"{self.path}: frames are not 8-bit 4:2:0 with a known colour matrix; read them as RGB")
         self._used = True
         end = 0.0
         for f in self._chain():
             index = self.frames_decoded
-            fr = self._to_frame(f, index, wanted is None or wanted(index))
+            fr = self._to_frame(f, index, wanted is None or wanted(index), system)
             self.frames_decoded += 1
             end = fr.time
             yield fr
@@ -457,6 +492,8 @@ class VideoWriter:
         # swscale indexes its YUV coefficients by FFmpeg's colorspace number for these; others
         # (unspecified, RGB, YCgCo) use its default, as the reader's conversion did.
         self._sws_colorspace = like.colorspace if like.colorspace in (1, 4, 5, 6, 7, 9, 10) else None
+        # YuvImage frames of this colour matrix and range are encoded from their planes (write)
+        self._yuv = (like.colorspace, self._range == 2) if s.pix_fmt == "yuv420p" else None
         cc.color_range = self._range
         if like.sample_aspect_ratio:
             cc.sample_aspect_ratio = like.sample_aspect_ratio
@@ -501,24 +538,45 @@ class VideoWriter:
                 self._mux_audio_until(float(p.dts * p.time_base))
             self._out.mux(p)
 
-    def write(self, image: np.ndarray, pts: int | None = None) -> None:
-        """Append one upright HxWx3 uint8 RGB frame. ``pts`` (in ``like.time_base`` units) should be
-        the source frame's pts; without it frames are spaced evenly at ``like.fps``."""
+    def takes_yuv(self, system: tuple[int, bool] | None) -> bool:
+        """YuvImage frames of this colour system (colorspace, full range) are encoded from their
+        planes as they are (``write``), with no conversion."""
+        return system is not None and self._yuv == tuple(system)
+
+    def write(self, image: np.ndarray | YuvImage, pts: int | None = None) -> None:
+        """Append one upright HxWx3 uint8 RGB frame, or a YuvImage (protect/yuv.py) of that size.
+        ``pts`` (in ``like.time_base`` units) should be the source frame's pts; without it frames are
+        spaced evenly at ``like.fps``."""
         like = self.like
+        if isinstance(image, YuvImage):
+            if image.shape != (like.height, like.width, 3):
+                raise ValueError(f"{self.path}: frames must be {like.width}x{like.height}, got "
+                                 f"{image.width}x{image.height}")
+            if self.takes_yuv((image.colorspace, image.full_range)):
+                coded = orient_yuv(image, self._orient) if self._orient is not None else image
+                frame = av.VideoFrame.from_ndarray(coded.buffer, format="yuv420p")
+                frame.color_range, frame.colorspace = self._range, like.colorspace
+                self._encode(frame, pts)
+                return
+            image = image.to_rgb()
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.shape != (like.height, like.width, 3):
             got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
             raise ValueError(f"{self.path}: frames must be uint8 arrays of shape "
                              f"({like.height}, {like.width}, 3), got {got}")
+        coded = orient(image, self._orient) if self._orient is not None else image
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(coded), format="rgb24")
+        frame = frame.reformat(format=self._vstream.pix_fmt, dst_colorspace=self._sws_colorspace,
+                               dst_color_range=self._range)
+        self._encode(frame, pts)
+
+    def _encode(self, frame: av.VideoFrame, pts: int | None) -> None:
+        like = self.like
         if pts is None:
             pts = round(self.frames_written / like.fps / like.time_base)
         pts = int(pts)
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1  # encoders need strictly increasing timestamps
         self._last_pts = pts
-        coded = orient(image, self._orient) if self._orient is not None else image
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(coded), format="rgb24")
-        frame = frame.reformat(format=self._vstream.pix_fmt, dst_colorspace=self._sws_colorspace,
-                               dst_color_range=self._range)
         frame.pts, frame.time_base = pts, like.time_base
         self._mux_video(self._vstream.encode(frame))
         self.frames_written += 1

@@ -4,7 +4,8 @@ Two passes over the file. Pass 1 decodes every frame and detects faces (on every
 frame; the detector may work on a downscaled copy, see DlibDetector's ``max_side``), then links the
 detections into tracks (protect/track.py: interpolated gaps, held ends, smoothed points).
 Pass 2 decodes again, cuts the crops of every track in a batch of frames, runs them through G
-together, blends them back and encodes the frame. protect/video_io.py keeps the frame count, timing,
+together, blends them back and encodes the frame; an 8-bit 4:2:0 video (most videos) stays in YUV
+through pass 2, only the faces converted (protect/yuv.py). protect/video_io.py keeps the frame count, timing,
 rotation and audio (copied packet by packet). Two passes decode twice, which is cheap next to G, and
 let every gap be bridged with the detection that follows it.
 

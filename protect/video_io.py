@@ -1,4 +1,5 @@
-"""Video in and out (mp4, mov, mkv, webm) with PyAV: frames as RGB uint8 arrays, audio copied as is.
+"""Video in and out (mp4, mov, mkv, webm) with PyAV: frames as RGB uint8 arrays (or, for 8-bit 4:2:0
+streams, as their decoded YUV planes: protect/yuv.py), audio copied as is.
 
 Decisions, so that what a viewer sees stays the same after processing:
 

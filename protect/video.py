@@ -5,9 +5,9 @@ frame; the detector may work on a downscaled copy, see DlibDetector's ``max_side
 detections into tracks (protect/track.py: interpolated gaps, held ends, smoothed points).
 Pass 2 decodes again, cuts the crops of every track in a batch of frames, runs them through G
 together, blends them back and encodes the frame; an 8-bit 4:2:0 video (most videos) stays in YUV
-through pass 2, only the faces converted (protect/yuv.py). protect/video_io.py keeps the frame count, timing,
-rotation and audio (copied packet by packet). Two passes decode twice, which is cheap next to G, and
-let every gap be bridged with the detection that follows it.
+through pass 2, only the faces converted (protect/yuv.py). protect/video_io.py keeps the frame
+count, timing, rotation and audio (copied packet by packet). Two passes decode twice, which is cheap
+next to G, and let every gap be bridged with the detection that follows it.
 
 Recovery with the record (``OUTPUT.record.json``: every track's transform in every frame) re-cuts
 exactly the same crops; the record must match the file (SHA-256 of its bytes). Lossy encoding

@@ -331,22 +331,22 @@ class VideoReader:
 
     def _to_frame(self, f: av.VideoFrame, index: int, convert: bool = True,
                   yuv: tuple[int, bool] | None = None) -> Frame:
-        rgb = None
+        image = None
         if convert and yuv is not None:
             w, h = self.info.coded_width, self.info.coded_height
             if f.format.name != self._yuv_format or (f.width, f.height) != (w, h):
                 f = f.reformat(w, h, self._yuv_format)  # the stream changed its format mid-way
-            rgb = YuvImage(f.to_ndarray(), h, w, *yuv)
+            image = YuvImage(f.to_ndarray(), h, w, *yuv)
             if self._orient is not None:
-                rgb = orient_yuv(rgb, self._orient)
+                image = orient_yuv(image, self._orient)
         elif convert:
-            rgb = f.to_ndarray(format="rgb24", src_color_range=f.color_range or None)
+            image = f.to_ndarray(format="rgb24", src_color_range=f.color_range or None)
             if self._orient is not None:
-                rgb = np.ascontiguousarray(orient(rgb, self._orient))
+                image = np.ascontiguousarray(orient(image, self._orient))
         pts = f.pts
         if pts is None:  # raw streams without timestamps: evenly spaced
             pts = round(index / self.info.fps / self.info.time_base)
-        return Frame(index, int(pts), float(pts * self.info.time_base), rgb)
+        return Frame(index, int(pts), float(pts * self.info.time_base), image)
 
     def __iter__(self) -> Iterator[Frame]:
         return self.frames()

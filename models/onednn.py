@@ -29,11 +29,13 @@ These are PyTorch's internal oneDNN operators (``torch.ops.mkldnn``), the ones `
 uses for CPU inference. Since they are internal, ``fuse_for_onednn`` checks them on the model
 itself: the fused G must reproduce the unfused one on a small test image, or the unfused G is
 returned. Inference only, on the CPU: no autograd; calls with gradients enabled, other dtypes or another
-device go to the unfused G.
+device go to the unfused G, and so does every call after one that the operators fail (with a
+warning).
 """
 from __future__ import annotations
 
 import threading
+import warnings
 
 import torch
 import torch.nn as nn
@@ -182,6 +184,7 @@ class FusedResnetGenerator(nn.Module):
         acc = torch.promote_types(w.dtype, torch.float32)
         self.first_bias = (torch.zeros(w.shape[0], dtype=acc) if conv.bias is None else conv.bias.detach().to(acc))
         self.password_weight = w[:, 3:].to(acc).sum(dim=(2, 3)).t()  # (L, out): see ResnetGenerator._run
+        self.failed = False  # set when a call fails: later calls go to ``eager``
         rest = [m for m in list(G.model)[2:] if not isinstance(m, nn.Identity)]
         self.layers = nn.ModuleList(_fused_layers(rest[1:]))  # rest[0]: the first layer's ReLU, fused above
 
@@ -200,11 +203,20 @@ class FusedResnetGenerator(nn.Module):
         return self.dtype == torch.float32
 
     def forward(self, x: torch.Tensor, pw: torch.Tensor) -> torch.Tensor:
-        if not self._applies(x):
+        if self.failed or not self._applies(x):
             return self.eager(x, pw)
         if pw.dim() != 2 or pw.shape[0] != x.shape[0] or pw.shape[1] != self.passwd_length:
             raise ValueError(f"password vector must be (B, L) with B={x.shape[0]}, L={self.passwd_length}; "
                              f"got {tuple(pw.shape)}")
+        try:
+            return self._fused(x, pw)
+        except RuntimeError as e:  # an input the test image did not show (a size, a CPU limit)
+            self.failed = True
+            warnings.warn(f"oneDNN's fused convolutions failed ({str(e).splitlines()[0]}); the generator runs "
+                          f"unfused from now on, with the same results", RuntimeWarning, stacklevel=2)
+            return self.eager(x, pw)
+
+    def _fused(self, x: torch.Tensor, pw: torch.Tensor) -> torch.Tensor:
         x = self.eager.model[0](x.to(self.dtype).contiguous(memory_format=torch.channels_last))
         bias = (self.first_bias + pw.to(self.first_bias.dtype) @ self.password_weight).to(self.dtype)
         w = self.first.get(x)
@@ -239,7 +251,7 @@ def fuse_for_onednn(G: nn.Module) -> nn.Module:
     pw = torch.randint(0, 2, (2, G.passwd_length), generator=gen).float() * 2 - 1
     try:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=w.dtype == torch.bfloat16):
-            want, got = G(x, pw).float(), fused(x, pw).float()
+            want, got = G(x, pw).float(), fused._fused(x, pw).float()
     except RuntimeError:  # an operator this PyTorch or this CPU does not run
         return G
     if got.shape != want.shape or not bool((got - want).abs().mean() <= _CHECK_TOLERANCE[w.dtype]):

@@ -142,3 +142,21 @@ def test_inference_model_runs_the_fused_generator_on_the_cpu(tmp_path):
         ref = model.G(x, encode(bits, model.mode))
     assert (model(x, bits) - ref).abs().max().item() < 1e-4
     assert (model(x, bits, amp=True) - ref).abs().mean().item() < 0.05
+
+
+def test_a_call_the_operators_fail_falls_back_to_the_unfused_generator_for_good(monkeypatch):
+    from models import onednn
+    G = _folded()
+    F = fuse_for_onednn(G)
+    x, p = _inputs(n=2)
+
+    def broken(self, x):
+        raise RuntimeError("could not create a primitive descriptor for the convolution\nmore")
+    monkeypatch.setattr(onednn._Residual, "forward", broken)
+    with torch.no_grad():
+        want = G(x, p)
+        with pytest.warns(RuntimeWarning, match="could not create a primitive descriptor"):
+            got = F(x, p)
+        assert torch.equal(got, want) and F.failed
+        monkeypatch.undo()
+        assert torch.equal(F(x, p), want)  # still the unfused G

@@ -28,9 +28,9 @@ to 1.10x the frames per second of the unfused G.
 These are PyTorch's internal oneDNN operators (``torch.ops.mkldnn``), the ones ``torch.compile``
 uses for CPU inference. Since they are internal, ``fuse_for_onednn`` checks them on the model
 itself: the fused G must reproduce the unfused one on a small test image, or the unfused G is
-returned. Inference only, on the CPU: no autograd; calls with gradients enabled, other dtypes or another
-device go to the unfused G, and so does every call after one that the operators fail (with a
-warning).
+returned. Inference only, on the CPU: no autograd; calls with gradients enabled, other dtypes or
+another device go to the unfused G, and so does every call after one that the operators fail (with
+a warning).
 """
 from __future__ import annotations
 
@@ -59,9 +59,9 @@ def onednn_available() -> bool:
                                                "_reorder_convolution_transpose_weight"))
 
 
-def _pad(x: torch.Tensor, mode: str) -> torch.Tensor:
-    with torch.autocast(x.device.type, enabled=False):  # exact in any dtype (see ReflectionPad2d)
-        return F.pad(x, (1, 1, 1, 1), mode=mode)
+def _replicate_pad(x: torch.Tensor) -> torch.Tensor:
+    with torch.autocast(x.device.type, enabled=False):  # as UpsampleConv2d pads: exact in any dtype
+        return F.pad(x, (1, 1, 1, 1), mode="replicate")
 
 
 class _Packed:
@@ -116,11 +116,12 @@ class _Residual(nn.Module):
     def __init__(self, block: ResnetBlock):
         super().__init__()
         convs = [m for m in block.conv_block if isinstance(m, nn.Conv2d)]
+        self.pad_first, self.pad_second = (m for m in block.conv_block if isinstance(m, ReflectionPad2d))
         self.first, self.second = _Conv(convs[0], "relu"), _Conv(convs[1], "none")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.first(_pad(x, "reflect"))
-        return self.second(_pad(h, "reflect"), other=x)
+        h = self.first(self.pad_first(x))
+        return self.second(self.pad_second(h), other=x)
 
 
 class _UpsampleReLU(nn.Module):
@@ -133,7 +134,7 @@ class _UpsampleReLU(nn.Module):
         self.weight = _Packed(w, 2, 3, transposed=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _pad(x, "replicate")
+        x = _replicate_pad(x)
         return torch.ops.mkldnn._convolution_transpose_pointwise(x, self.weight.get(x), self.bias, [3, 3], [0, 0],
                                                                  [2, 2], [1, 1], 1, "relu", [], "")
 
@@ -185,8 +186,7 @@ class FusedResnetGenerator(nn.Module):
         self.first_bias = (torch.zeros(w.shape[0], dtype=acc) if conv.bias is None else conv.bias.detach().to(acc))
         self.password_weight = w[:, 3:].to(acc).sum(dim=(2, 3)).t()  # (L, out): see ResnetGenerator._run
         self.failed = False  # set when a call fails: later calls go to ``eager``
-        rest = [m for m in list(G.model)[2:] if not isinstance(m, nn.Identity)]
-        self.layers = nn.ModuleList(_fused_layers(rest[1:]))  # rest[0]: the first layer's ReLU, fused above
+        self.layers = nn.ModuleList(_fused_layers(_after_first_conv(G)[1:]))  # [0]: its ReLU, fused above
 
     def unpack(self) -> None:
         """Forget the packed weights (packed again, for the next call's input shape, by that call)."""
@@ -227,8 +227,13 @@ class FusedResnetGenerator(nn.Module):
         return y
 
 
+def _after_first_conv(G: ResnetGenerator) -> list[nn.Module]:
+    """G's layers after its first convolution, folded BatchNorms (Identity) left out."""
+    return [m for m in list(G.model)[2:] if not isinstance(m, nn.Identity)]
+
+
 def _first_layer_relu(G: ResnetGenerator) -> bool:
-    rest = [m for m in list(G.model)[2:] if not isinstance(m, nn.Identity)]
+    rest = _after_first_conv(G)
     return isinstance(G.model[0], ReflectionPad2d) and _is_plain_conv(G.model[1]) and bool(rest) \
         and type(rest[0]) is nn.ReLU
 

@@ -206,6 +206,14 @@ def face_region(shape: tuple[int, int], m: np.ndarray, mask: BlendMask) -> tuple
     return slice(y0, y1), slice(x0, x1), weights
 
 
+def warp_back(crop: np.ndarray, m: np.ndarray, x0: int, y0: int, width: int, height: int) -> np.ndarray:
+    """A generated crop ((S, S, 3) float in [0, 255]) warped back onto the image region whose top-left
+    pixel is (x0, y0), width x height: bicubic, float32, clipped to [0, 255]."""
+    patch = cv2.warpAffine(np.ascontiguousarray(crop, np.float32), _shift(m, x0, y0), (width, height),
+                           flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    return np.clip(patch, 0.0, 255.0, out=patch)
+
+
 def paste_faces(native: np.ndarray, crops: np.ndarray, transforms, mask: BlendMask, *,
                 inplace: bool = False) -> np.ndarray:
     """Blend generated crops ((N, S, S, 3) float in [0, 255], RGB) back into a copy of ``native``
@@ -224,10 +232,7 @@ def paste_faces(native: np.ndarray, crops: np.ndarray, transforms, mask: BlendMa
         ys, xs, weights = face_region(out.shape[:2], m, mask)
         if weights.size == 0 or not (weights > 0).any():
             continue
-        a = _shift(m, xs.start, ys.start)
-        patch = cv2.warpAffine(np.ascontiguousarray(crop, np.float32), a, (xs.stop - xs.start, ys.stop - ys.start),
-                               flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-        np.clip(patch, 0.0, 255.0, out=patch)
+        patch = warp_back(crop, m, xs.start, ys.start, xs.stop - xs.start, ys.stop - ys.start)
         if colour == 1:
             patch = (patch @ np.array([0.299, 0.587, 0.114], np.float32))[:, :, None]
         if scale != 1.0:

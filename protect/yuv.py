@@ -30,7 +30,7 @@ import functools
 import cv2
 import numpy as np
 
-from protect.frame import BlendMask, _shift, face_region
+from protect.frame import BlendMask, face_region, warp_back
 
 __all__ = ["YuvImage", "yuv_matrices", "YUV_COLORSPACES"]
 
@@ -121,9 +121,7 @@ class YuvImage:
             y1, x1 = ys.stop + ys.stop % 2, xs.stop + xs.stop % 2
             w = np.zeros((y1 - y0, x1 - x0), np.float32)
             w[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0] = weights
-            patch = cv2.warpAffine(np.ascontiguousarray(crop, np.float32), _shift(m, x0, y0), (x1 - x0, y1 - y0),
-                                   flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-            np.clip(patch, 0.0, 255.0, out=patch)
+            patch = warp_back(crop, m, x0, y0, x1 - x0, y1 - y0)
             py, pu, pv = cv2.split(cv2.transform(patch, self.to_yuv))
             luma = self.y[y0:y1, x0:x1]
             old = luma.astype(np.float32)
